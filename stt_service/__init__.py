@@ -1,0 +1,3 @@
+"""Streaming speech-to-text over NATS."""
+
+__version__ = "0.1.0"

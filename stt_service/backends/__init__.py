@@ -1,0 +1,15 @@
+"""Recognizers behind one interface (:mod:`.base`)."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from .base import Recognizer
+
+
+def make_recognizer(settings: Settings) -> Recognizer:
+    """The recognizer ``STT_BACKEND`` names (configuration has already checked it exists)."""
+    if settings.stt_backend == "whisper":
+        from .whisper_local import WhisperLocal
+
+        return WhisperLocal(settings)
+    raise ValueError(f"STT_BACKEND={settings.stt_backend!r} is not available in this version")

@@ -1,0 +1,410 @@
+"""Local Whisper (faster-whisper / CTranslate2): one model for every session.
+
+The session core decides where utterances begin and end. A :class:`WhisperStream` keeps the current
+utterance's audio, asks for a partial re-decode at most every ``STT_PARTIAL_INTERVAL`` seconds while
+it grows, and a final decode when the core ends it. All decodes go through one
+:class:`InferenceScheduler`: it runs them off the event loop, finals before partials, and a newer
+partial request of a session replaces its older one, so under backlog stale partials are skipped
+and finals never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ..audio import TARGET_RATE, Int16Array, to_float32
+from ..config import Settings
+from ..protocol import Code
+from .base import RecognitionError, RecognitionEvent, StreamEvent, StreamParams
+
+log = logging.getLogger(__name__)
+
+MIN_DECODE_SAMPLES = TARGET_RATE * 3 // 10  # partials start once 0.3 s is buffered
+
+# Phrases Whisper produces from silence and noise. Dropped when the model itself doubts there
+# was speech (no_speech_prob) or is unsure of the words (avg_logprob).
+_HALLUCINATIONS = frozenset(
+    {
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thanks for watching",
+        "thank you for watching",
+        "bye",
+        "bye bye",
+        "so",
+        "okay",
+        "oh",
+        "uh",
+        "um",
+        "hmm",
+        "please subscribe",
+        "subtitles by the amaraorg community",
+        "",
+    }
+)
+_NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
+
+
+def is_hallucination(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
+    if no_speech_prob > 0.6 and avg_logprob < -1.0:
+        return True
+    norm = _NON_ALNUM.sub("", text.lower()).strip()
+    return norm in _HALLUCINATIONS and (no_speech_prob > 0.3 or avg_logprob < -0.7)
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    text: str
+    confidence: float | None
+    language: str | None
+
+
+def _auto_device() -> Literal["cuda", "cpu"]:
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # no CUDA runtime at all
+        return "cpu"
+
+
+class InferenceScheduler:
+    """Runs decodes on one worker thread: finals first (FIFO), then the oldest latest-partial."""
+
+    def __init__(self, decode: Any) -> None:
+        self._decode = decode
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        self._finals: deque[tuple[tuple[Any, ...], asyncio.Future[Decoded | None]]] = deque()
+        self._partials: dict[str, tuple[tuple[Any, ...], asyncio.Future[Decoded | None]]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.decodes = 0
+        self.skipped_partials = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._finals) + len(self._partials)
+
+    def submit(self, key: str, final: bool, *args: Any) -> asyncio.Future[Decoded | None]:
+        fut: asyncio.Future[Decoded | None] = asyncio.get_running_loop().create_future()
+        if final:
+            self._drop_partial(key)
+            self._finals.append((args, fut))
+        else:
+            self._drop_partial(key)
+            self._partials[key] = (args, fut)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="whisper-scheduler")
+        self._wake.set()
+        return fut
+
+    def _drop_partial(self, key: str) -> None:
+        old = self._partials.pop(key, None)
+        if old is not None and not old[1].done():
+            self.skipped_partials += 1
+            old[1].set_result(None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._finals:
+                args, fut = self._finals.popleft()
+            elif self._partials:
+                key = next(iter(self._partials))  # insertion order: the oldest request
+                args, fut = self._partials.pop(key)
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if fut.done():
+                continue
+            try:
+                result = await loop.run_in_executor(self._executor, self._decode, *args)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            self.decodes += 1
+            if not fut.done():
+                fut.set_result(result)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class WhisperLocal:
+    """The ``whisper`` backend."""
+
+    name = "whisper"
+    endpointing: Literal["service", "backend"] = "service"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model_name = settings.resolved_model()
+        self.device = (
+            _auto_device() if settings.whisper_device == "auto" else settings.whisper_device
+        )
+        self.compute_type = settings.whisper_compute_type or (
+            "float16" if self.device == "cuda" else "int8"
+        )
+        self._model: Any = None
+        self._scheduler: InferenceScheduler | None = None
+        self._english_only = False
+
+    async def start(self) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise RuntimeError(
+                f"the 'whisper' backend needs faster-whisper: install stt-service[local] ({exc})"
+            ) from None
+        threads = self.settings.whisper_cpu_threads or (os.cpu_count() or 1)
+        t0 = time.perf_counter()
+        log.info(
+            "loading Whisper model %s on %s (%s)", self.model_name, self.device, self.compute_type
+        )
+        try:
+            self._model = await asyncio.to_thread(
+                WhisperModel,
+                self.model_name,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=threads,
+            )
+        except Exception as exc:
+            raise RuntimeError(
+                f"could not load Whisper model {self.model_name!r} on {self.device}: {exc}"
+            ) from None
+        self._english_only = not getattr(self._model.model, "is_multilingual", True)
+        log.info("model loaded in %.1f s", time.perf_counter() - t0)
+        self._scheduler = InferenceScheduler(self._decode)
+        # one warm-up decode so the first session does not pay for lazy initialisation
+        await asyncio.to_thread(self._decode, np.zeros(TARGET_RATE // 2, np.float32), None, (), 0)
+
+    def ready(self) -> bool:
+        return self._scheduler is not None
+
+    @property
+    def scheduler(self) -> InferenceScheduler:
+        if self._scheduler is None:
+            raise RuntimeError("WhisperLocal.start() was not called")
+        return self._scheduler
+
+    def open_stream(self, params: StreamParams) -> WhisperStream:
+        return WhisperStream(self, params)
+
+    async def aclose(self) -> None:
+        if self._scheduler is not None:
+            await self._scheduler.aclose()
+
+    # runs on the scheduler's thread
+    def _decode(
+        self,
+        audio: npt.NDArray[np.float32],
+        language: str | None,
+        keyterms: tuple[str, ...],
+        beam_size: int,
+    ) -> Decoded:
+        final = beam_size > 0
+        segments, info = self._model.transcribe(
+            audio,
+            language="en" if self._english_only else language,
+            beam_size=max(1, beam_size),
+            temperature=(0.0, 0.4) if final else 0.0,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            hotwords=" ".join(keyterms) if keyterms else None,
+        )
+        texts: list[str] = []
+        logprobs: list[float] = []
+        for seg in segments:
+            if is_hallucination(seg.text, seg.no_speech_prob, seg.avg_logprob):
+                log.debug(
+                    "dropped a likely hallucination (no_speech_prob %.2f)", seg.no_speech_prob
+                )
+                continue
+            texts.append(seg.text.strip())
+            logprobs.append(seg.avg_logprob)
+        text = " ".join(t for t in texts if t)
+        confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
+        return Decoded(text, confidence, getattr(info, "language", None))
+
+
+class WhisperStream:
+    """One session's view of the shared model."""
+
+    def __init__(self, backend: WhisperLocal, params: StreamParams) -> None:
+        self._backend = backend
+        self._params = params
+        self._interval = backend.settings.stt_partial_interval
+        self._beam = backend.settings.whisper_beam_size
+        self._utterance = -1
+        self._start = 0  # session sample index of self._chunks[0]
+        self._chunks: list[Int16Array] = []
+        self._samples = 0
+        self._decoded_samples = 0  # buffer length at the last partial decode
+        self._last_partial_text = ""
+        self._last_partial_at = 0.0
+        self._finals: deque[tuple[int, int, Int16Array]] = deque()  # (utterance, start, audio)
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name=f"whisper-{params.session_id}")
+
+    # --- RecognizerStream -----------------------------------------------------------------------
+    def send_audio(self, samples: Int16Array, offset: int, utterance: int) -> None:
+        if utterance != self._utterance:
+            self._reset(utterance, offset)
+        self._chunks.append(samples)
+        self._samples += samples.size
+        self._wake.set()
+
+    def flush(self, utterance: int, until: int | None = None) -> None:
+        if utterance != self._utterance or not self._samples:
+            # nothing was sent for it (all-silent utterance): no final
+            if utterance == self._utterance:
+                self._reset(utterance + 1, self._start)
+            return
+        audio = np.concatenate(self._chunks)
+        if until is not None and self._start < until < self._start + audio.size:
+            cut = until - self._start
+            self._finals.append((utterance, self._start, audio[:cut]))
+            self._reset(utterance + 1, until)
+            self._chunks, self._samples = [audio[cut:]], audio.size - cut
+        else:
+            self._finals.append((utterance, self._start, audio))
+            self._reset(utterance + 1, self._start + audio.size)
+        self._wake.set()
+
+    def configure(self, params: StreamParams) -> None:
+        self._params = params
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        while (ev := await self._events.get()) is not None:
+            yield ev
+
+    # --- internals ------------------------------------------------------------------------------
+    def _reset(self, utterance: int, start: int) -> None:
+        self._utterance = utterance
+        self._start = start
+        self._chunks = []
+        self._samples = 0
+        self._decoded_samples = 0
+        self._last_partial_text = ""
+
+    def _partial_due(self, now: float) -> float | None:
+        """0 if a partial should start now, seconds to wait if one will be due, None if none."""
+        if self._interval <= 0 or self._samples < MIN_DECODE_SAMPLES:
+            return None
+        if self._samples == self._decoded_samples:
+            return None
+        return max(0.0, self._last_partial_at + self._interval - now)
+
+    async def _run(self) -> None:
+        sched = self._backend.scheduler
+        key = self._params.session_id
+        try:
+            while True:
+                if self._finals:
+                    utt, start, audio = self._finals.popleft()
+                    await self._decode_final(sched, key, utt, start, audio)
+                    continue
+                if self._closing:
+                    break
+                due = self._partial_due(time.monotonic())
+                if due == 0.0:
+                    await self._decode_partial(sched, key)
+                    continue
+                self._wake.clear()
+                if due is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), due)
+        finally:
+            self._events.put_nowait(None)
+
+    async def _decode_final(
+        self, sched: InferenceScheduler, key: str, utt: int, start: int, audio: Int16Array
+    ) -> None:
+        p = self._params
+        try:
+            res = await sched.submit(
+                key, True, to_float32(audio), p.language, p.keyterms, self._beam
+            )
+        except Exception as exc:
+            log.exception("session %s: final decode failed", key)
+            self._events.put_nowait(
+                RecognitionError(Code.BACKEND_ERROR, f"Whisper decode failed: {exc}", utterance=utt)
+            )
+            return
+        assert res is not None  # finals are never skipped
+        self._events.put_nowait(
+            RecognitionEvent(
+                utterance=utt,
+                text=res.text,
+                is_final=True,
+                audio_start=start / TARGET_RATE,
+                audio_end=(start + audio.size) / TARGET_RATE,
+                confidence=_round(res.confidence),
+                language=res.language,
+            )
+        )
+
+    async def _decode_partial(self, sched: InferenceScheduler, key: str) -> None:
+        utt, start = self._utterance, self._start
+        audio = np.concatenate(self._chunks)
+        self._chunks = [audio]
+        self._decoded_samples = audio.size
+        self._last_partial_at = time.monotonic()
+        p = self._params
+        try:
+            res = await sched.submit(key, False, to_float32(audio), p.language, p.keyterms, 0)
+        except Exception:
+            log.exception("session %s: partial decode failed", key)
+            return
+        if res is None or utt != self._utterance or self._finals:
+            return  # skipped under load, or the utterance already ended: its final follows
+        if res.text and res.text != self._last_partial_text:
+            self._last_partial_text = res.text
+            self._events.put_nowait(
+                RecognitionEvent(
+                    utterance=utt,
+                    text=res.text,
+                    is_final=False,
+                    audio_start=start / TARGET_RATE,
+                    audio_end=(start + audio.size) / TARGET_RATE,
+                    confidence=_round(res.confidence),
+                    language=res.language,
+                )
+            )
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

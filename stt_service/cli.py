@@ -1,0 +1,418 @@
+"""``stt-service``: serve, demo, send, tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .audio import read_wav
+from .client import (
+    DEFAULT_INPUT,
+    DEFAULT_OUTPUT,
+    ResultCollector,
+    SessionResults,
+    StreamTiming,
+    stream_audio,
+    word_error_rate,
+)
+from .config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("stt_service")
+
+
+# --- output formatting ----------------------------------------------------------------------------
+def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
+    """One readable line for a published message (the Flux load tester's style)."""
+    kind = m.get("type", "transcript")
+    if kind == "transcript":
+        text = m.get("transcript", "")
+        if m.get("is_final"):
+            info = [f"#{m.get('sequence')}"]
+            if m.get("confidence") is not None:
+                info.append(f"{100 * m['confidence']:.1f}%")
+            if m.get("audio_start") is not None:
+                info.append(f"{m['audio_start']:.2f}-{m.get('audio_end', 0):.2f} s")
+            if latency_ms is not None:
+                info.append(f"+{latency_ms:.0f} ms")
+            if m.get("speaker_id"):
+                info.append(f"speaker {m['speaker_id']}")
+            return f"✓ {text}  [{', '.join(info)}]"
+        event = f" [{m['event']}]" if m.get("event") else ""
+        return f"… {text}{event}"
+    if kind == "interrupt":
+        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
+        return f"⚡ interrupt{who}: user barged in, state -> listening"
+    if kind == "error":
+        return f"✗ error {m.get('code')}: {m.get('message')}"
+    return f"? {m}"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    if getattr(args, "nats_url", None):
+        overrides["nats_url"] = args.nats_url
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"stt-service: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _nats_url(args: argparse.Namespace) -> str:
+    return str(args.nats_url or os.environ.get("NATS_URL") or "nats://127.0.0.1:4222")
+
+
+# --- serve ----------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    _setup_logging(settings.stt_log_level)
+    from .backends import make_recognizer
+    from .worker import Worker
+
+    worker = Worker(settings, make_recognizer(settings))
+    try:
+        asyncio.run(worker.run_until_signal())
+    except RuntimeError as exc:  # model or NATS unavailable: one clear line
+        print(f"stt-service: {exc}", file=sys.stderr)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+# --- demo -----------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    return asyncio.run(_demo(args))
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    import nats
+
+    from .backends import make_recognizer
+    from .embedded import EmbeddedNats
+    from .worker import Worker
+
+    data = resources.files("stt_service") / "data"
+    wav_path = Path(args.file) if args.file else Path(str(data / "sample.wav"))
+    reference = None if args.file else (data / "sample.txt").read_text()
+    audio = read_wav(wav_path)
+
+    server: EmbeddedNats | None = None
+    url = args.nats_url
+    if not url:
+        server = EmbeddedNats().start()
+        url = server.url
+    settings = _settings(args, nats_url=url)
+    print(f"stt-service {__version__} demo")
+    print(f"  NATS      {url}" + (" (embedded nats-server)" if server else ""))
+    recognizer = make_recognizer(settings)
+    model = getattr(recognizer, "model_name", settings.stt_backend)
+    print(
+        f"  model     {Path(model).name if os.path.isdir(str(model)) else model} "
+        f"on {getattr(recognizer, 'device', '?')} — loading…",
+        flush=True,
+    )
+    worker = Worker(settings, recognizer)
+    nc = None
+    try:
+        t_load = time.perf_counter()
+        await worker.start()
+        print(f"  ready in {time.perf_counter() - t_load:.1f} s")
+        nc = await nats.connect(url)
+        sid = f"demo-{uuid.uuid4().hex[:6]}"
+        timing = StreamTiming()
+        t0 = time.monotonic()
+
+        def show(res: SessionResults, m: dict[str, Any]) -> None:
+            latency = None
+            if m.get("is_final") and m.get("audio_end") is not None:
+                sent = timing.sent_at(float(m["audio_end"]))
+                latency = (res.arrivals[-1] - sent) * 1000 if sent else None
+            print(f"[{time.monotonic() - t0:5.1f}s] {format_message(m, latency)}", flush=True)
+
+        collector = await ResultCollector(nc, settings.stt_output_subject, show).start(sid)
+        print(
+            f"  streaming {wav_path.name} ({audio.duration:.1f} s, {audio.sample_rate} Hz) "
+            f"at real-time pace as session {sid}\n",
+            flush=True,
+        )
+        await stream_audio(
+            nc,
+            sid,
+            audio,
+            input_subject=settings.stt_input_subject,
+            speed=args.speed,
+            timing=timing,
+        )
+        res = collector.results(sid)
+        deadline = time.monotonic() + 30
+        while worker.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await worker._wait_closed()
+        await asyncio.sleep(0.2)
+        print()
+        print(
+            f"done: {len(res.finals)} final(s), {len(res.partials)} partial(s), "
+            f"{len(res.errors)} error(s) in {time.monotonic() - t0:.1f} s"
+        )
+        if reference is not None:
+            wer = word_error_rate(reference, res.text)
+            print(f"word error rate against the reference transcript: {100 * wer:.1f}%")
+        return 0 if res.finals and not res.errors else 1
+    finally:
+        if nc is not None:
+            await nc.close()
+        await worker.stop()
+        if server is not None:
+            server.stop()
+
+
+# --- send -----------------------------------------------------------------------------------------
+def cmd_send(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        audio = read_wav(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"stt-service send: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_send(args, audio))
+
+
+async def _send(args: argparse.Namespace, audio: Any) -> int:
+    import nats
+
+    url = _nats_url(args)
+    try:
+        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
+    except Exception as exc:
+        print(f"stt-service send: cannot connect to NATS at {url}: {exc}", file=sys.stderr)
+        return 1
+    prefix = args.session_prefix or f"send-{uuid.uuid4().hex[:6]}"
+    ids = [f"{prefix}-{i + 1}" for i in range(args.sessions)]
+    label = {sid: f"[{sid[len(prefix) + 1 :] if args.sessions > 1 else sid}]" for sid in ids}
+    timings: dict[str, StreamTiming] = {}
+    latencies: dict[str, list[float]] = {sid: [] for sid in ids}
+
+    def show(res: SessionResults, m: dict[str, Any]) -> None:
+        latency = None
+        t = timings.get(res.session_id)
+        if m.get("is_final") and t is not None and m.get("audio_end") is not None:
+            sent = t.sent_at(float(m["audio_end"]))
+            if sent is not None:
+                latency = (res.arrivals[-1] - sent) * 1000
+                latencies[res.session_id].append(latency)
+        if m.get("is_partial") and args.quiet_partials:
+            return
+        print(
+            f"{label.get(res.session_id, res.session_id)} {format_message(m, latency)}", flush=True
+        )
+
+    collector = ResultCollector(nc, args.output_subject, show)
+    await collector.start("*")
+    duration = args.duration
+    loop_until = time.monotonic() + duration if (args.loop and duration) else None
+    total = duration if loop_until else audio.duration
+    print(
+        f"sending {Path(args.file).name} ({audio.duration:.1f} s, {audio.sample_rate} Hz, "
+        f"{audio.channels} ch) to {args.sessions} session(s) on {url}, "
+        f"{args.chunk_ms} ms chunks at {args.speed:g}x",
+        flush=True,
+    )
+    last_report = [time.monotonic()]
+
+    def progress(sent_s: float) -> None:
+        now = time.monotonic()
+        if now - last_report[0] >= 5:
+            last_report[0] = now
+            finals = sum(len(collector.results(s).finals) for s in ids)
+            print(
+                f"… {sent_s:.0f}/{total:.0f} s sent per session, {finals} final(s) so far",
+                flush=True,
+            )
+
+    async def one(i: int, sid: str) -> None:
+        timings[sid] = StreamTiming()
+        await stream_audio(
+            nc,
+            sid,
+            audio,
+            input_subject=args.input_subject,
+            chunk_ms=args.chunk_ms,
+            speed=args.speed,
+            state=args.state,
+            loop_until=loop_until,
+            progress=progress if i == 0 else None,
+            timing=timings[sid],
+        )
+
+    tasks = [one(i, sid) for i, sid in enumerate(ids)]
+    t0 = time.monotonic()
+    try:
+        await asyncio.gather(*tasks)
+        # results for the end of the audio: wait until every session went quiet
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            last = max(
+                (r.arrivals[-1] for r in collector.sessions.values() if r.arrivals), default=0
+            )
+            if last and time.monotonic() - last > 2.0:
+                break
+    except asyncio.CancelledError:
+        pass
+    finally:
+        await nc.close()
+    print(f"\nsummary ({time.monotonic() - t0:.1f} s):")
+    print(
+        f"{'session':<24} {'finals':>6} {'partials':>8} {'interrupts':>10} {'errors':>6} "
+        f"{'final latency p50':>18}"
+    )
+    bad = 0
+    for sid in ids:
+        r = collector.results(sid)
+        lat = sorted(latencies[sid])
+        p50 = f"{lat[len(lat) // 2]:.0f} ms" if lat else "-"
+        bad += len(r.errors)
+        print(
+            f"{sid:<24} {len(r.finals):>6} {len(r.partials):>8} {len(r.interrupts):>10} "
+            f"{len(r.errors):>6} {p50:>18}"
+        )
+    return 1 if bad else 0
+
+
+# --- tail -----------------------------------------------------------------------------------------
+def cmd_tail(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_tail(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    import nats
+
+    url = _nats_url(args)
+    try:
+        nc = await nats.connect(url, connect_timeout=3)
+    except Exception as exc:
+        print(f"stt-service tail: cannot connect to NATS at {url}: {exc}", file=sys.stderr)
+        return 1
+    count = [0]
+    done = asyncio.Event()
+
+    def show(res: SessionResults, m: dict[str, Any]) -> None:
+        count[0] += 1
+        if args.json:
+            print(json.dumps({"session": res.session_id, **m}, default=repr), flush=True)
+        else:
+            stamp = time.strftime("%H:%M:%S", time.localtime(m.get("timestamp", time.time())))
+            print(f"{stamp} [{res.session_id}] {format_message(m)}", flush=True)
+        if args.count and count[0] >= args.count:
+            done.set()
+
+    session = args.session or "*"
+    await ResultCollector(nc, args.output_subject, show).start(session)
+    print(
+        f"tailing {args.output_subject}.{session} on {url} (Ctrl+C to stop)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        if args.duration:
+            await asyncio.wait_for(done.wait(), args.duration)
+        else:
+            await done.wait()
+    except TimeoutError:
+        pass
+    finally:
+        await nc.close()
+    return 0
+
+
+# --- argument parsing -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stt-service",
+        description="Streaming speech-to-text over NATS (see README.md for the protocol).",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def nats_opt(sp: argparse.ArgumentParser, help_: str) -> None:
+        sp.add_argument("--nats-url", default=None, help=help_)
+
+    sp = sub.add_parser("serve", help="run the worker, configured from the environment")
+    nats_opt(sp, "NATS server URL (default: $NATS_URL)")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("demo", help="embedded NATS + worker + a bundled speech sample, live")
+    nats_opt(sp, "use this NATS server instead of starting an embedded one")
+    sp.add_argument("--file", help="a 16-bit PCM WAV file instead of the bundled sample")
+    sp.add_argument("--speed", type=float, default=1.0, help="x real time (default 1)")
+    sp.add_argument("-v", "--verbose", action="store_true", help="show the service's log")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("send", help="stream a WAV file to the service and print the results")
+    sp.add_argument("file", help="16-bit PCM WAV file (any rate 8-48 kHz, mono or stereo)")
+    nats_opt(sp, "NATS server URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    sp.add_argument("--sessions", type=int, default=1, help="concurrent sessions (default 1)")
+    sp.add_argument("--loop", action="store_true", help="repeat the file until --duration")
+    sp.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    sp.add_argument("--chunk-ms", type=int, default=100, help="chunk length (default 100 ms)")
+    sp.add_argument("--speed", type=float, default=1.0, help="x real time; 0: as fast as possible")
+    sp.add_argument(
+        "--state",
+        choices=["listening", "responding"],
+        default="listening",
+        help="initial session state (responding: speech barges in)",
+    )
+    sp.add_argument("--session-prefix", default=None, help="session id prefix")
+    sp.add_argument("--wait", type=float, default=30.0, help="max seconds to wait for results")
+    sp.add_argument("--quiet-partials", action="store_true", help="print finals only")
+    sp.add_argument("--input-subject", default=os.environ.get("STT_INPUT_SUBJECT", DEFAULT_INPUT))
+    sp.add_argument(
+        "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
+    )
+    sp.set_defaults(func=cmd_send)
+
+    sp = sub.add_parser("tail", help="print the results published for one or all sessions")
+    sp.add_argument("session", nargs="?", help="session id (default: all)")
+    nats_opt(sp, "NATS server URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    sp.add_argument("--json", action="store_true", help="one JSON object per line")
+    sp.add_argument("--count", type=int, default=0, help="exit after N messages")
+    sp.add_argument("--duration", type=float, default=0, help="exit after S seconds")
+    sp.add_argument(
+        "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
+    )
+    sp.set_defaults(func=cmd_tail)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "sessions", 1) < 1:
+        print("stt-service: --sessions must be at least 1", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

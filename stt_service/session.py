@@ -1,0 +1,429 @@
+"""The per-session state machine, sans-I/O.
+
+``Session.handle(message, now)``, ``Session.on_event(event, now)`` and ``Session.tick(now)`` take
+messages, recognizer events and time, and return :data:`Action` lists: publish a message, send
+audio to the recognizer stream, end an utterance, reconfigure, close. Nothing here touches NATS,
+asyncio or the clock; ``now`` is epoch seconds supplied by the caller.
+
+Audio time: every 16 kHz sample the session has heard has an index (``offset``). Utterance
+boundaries, silence and ``audio_start``/``audio_end`` are counted in these samples, so a client
+streaming faster or slower than real time gets the same utterances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
+from .backends.base import RecognitionError, StreamEvent, StreamParams
+from .config import Settings
+from .interrupt import InterruptDetector
+from .protocol import (
+    Chunk,
+    Code,
+    Configure,
+    End,
+    Finalize,
+    Inbound,
+    Start,
+    State,
+    StateChange,
+    error_message,
+    interrupt_message,
+    transcript_message,
+)
+from .vad import Endpointer, EndpointEvent, FrameClassifier
+
+log = logging.getLogger(__name__)
+
+
+# --- actions --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Publish:
+    message: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SendAudio:
+    samples: Int16Array
+    offset: int
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndUtterance:
+    utterance: int
+    until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    params: StreamParams
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    reason: str
+
+
+Action = Publish | SendAudio | EndUtterance | Reconfigure | Close
+
+
+# --- configuration shared by all sessions of a worker ---------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    frame_ms: int = 30
+    vad_enabled: bool = True
+    vad_aggressiveness: int = 2
+    hangover_s: float = 0.8
+    preroll_ms: int = 300
+    trailing_ms: int = 300  # silence kept after the last voiced frame of an utterance
+    max_utterance_samples: int = 256_000
+    interrupt_enabled: bool = True
+    interrupt_min_speech_ms: int = 150
+    idle_timeout_s: float = 60.0
+    service_endpointing: bool = True  # False: the backend finds turns itself; all audio is sent
+
+    @classmethod
+    def from_settings(cls, s: Settings, *, service_endpointing: bool = True) -> SessionConfig:
+        return cls(
+            frame_ms=s.stt_vad_frame_ms,
+            vad_enabled=s.stt_enable_vad,
+            vad_aggressiveness=s.stt_vad_aggressiveness,
+            hangover_s=s.stt_chunk_timeout,
+            max_utterance_samples=s.max_utterance_samples,
+            interrupt_enabled=s.stt_enable_interrupt_detection,
+            interrupt_min_speech_ms=s.stt_interrupt_min_speech_ms,
+            idle_timeout_s=s.stt_session_idle_timeout,
+            service_endpointing=service_endpointing,
+        )
+
+    @property
+    def frame_samples(self) -> int:
+        return TARGET_RATE * self.frame_ms // 1000
+
+
+@dataclass(slots=True)
+class _Utterance:
+    index: int
+    start: int  # first sample (session index)
+    samples: int = 0  # sent + held
+    voiced_frames: int = 0
+    # (frame end sample, dB, voiced) of every frame, to find the quietest cut point
+    frames: list[tuple[int, float, bool]] = field(default_factory=list)
+
+
+class Session:
+    """One client session: audio in, actions out."""
+
+    def __init__(self, session_id: str, config: SessionConfig, now: float) -> None:
+        self.id = session_id
+        self.config = config
+        self.state: State = "listening"
+        self.speaker_id: str | None = None
+        self.params = StreamParams(session_id=session_id)
+        self.started_explicitly = False
+        self.closed = False
+        self.sequence = 0
+        self.last_message_at = now
+        self.last_audio_at = now
+        self.samples_heard = 0  # 16 kHz samples that went through the VAD
+        self.chunks = 0
+        self.interrupts = 0
+
+        self._normalizer = AudioNormalizer(16000, 1)
+        self._audio_started = False
+        fs = config.frame_samples
+        self._splitter = FrameSplitter(fs)
+        self._classifier = FrameClassifier(config.vad_aggressiveness, fs)
+        self._endpointer = Endpointer(
+            frame_ms=config.frame_ms,
+            hangover_ms=config.hangover_s * 1000,
+            enabled=config.vad_enabled and config.service_endpointing,
+        )
+        self._interrupts = InterruptDetector(
+            frame_ms=config.frame_ms, min_speech_ms=config.interrupt_min_speech_ms
+        )
+        self._preroll: deque[tuple[int, Int16Array]] = deque(
+            maxlen=max(1, config.preroll_ms // config.frame_ms)
+        )
+        self._held: list[tuple[int, Int16Array]] = []  # trailing unvoiced frames not yet sent
+        self._utt: _Utterance | None = None
+        self._next_utterance = 0
+        self._voice: dict[int, bool] = {}  # utterance -> had voiced frames (for has_voice_activity)
+        self._finished: int = -1  # highest utterance whose final was handled
+
+    # --- inbound --------------------------------------------------------------------------------
+    def handle(self, msg: Inbound, now: float) -> list[Action]:
+        if self.closed:
+            return []
+        self.last_message_at = now
+        match msg:
+            case Chunk():
+                if not self.started_explicitly and self.chunks == 0:
+                    log.info("session %s: first chunk without start; using defaults", self.id)
+                return self._on_chunk(msg.pcm, now)
+            case Start():
+                return self._on_start(msg, now)
+            case StateChange():
+                return self._set_state(msg.state)
+            case Configure():
+                return self._on_configure(msg)
+            case Finalize():
+                return self._end_utterance()
+            case End():
+                return self.close(now, reason="end")
+        return []  # pragma: no cover - exhaustive above
+
+    def _on_start(self, msg: Start, now: float) -> list[Action]:
+        if self._audio_started:
+            return [
+                self._error(
+                    Code.SESSION_ALREADY_STARTED,
+                    "start: this session is already streaming audio; send 'end' first "
+                    "to start a new stream under the same id",
+                    now,
+                )
+            ]
+        self.started_explicitly = True
+        self._normalizer = AudioNormalizer(msg.sample_rate, msg.channels)
+        self.speaker_id = msg.speaker_id
+        self.params = StreamParams(
+            session_id=self.id,
+            language=msg.language,
+            keyterms=tuple(msg.keyterms or ()),
+            eot_threshold=msg.eot_threshold,
+            eager_eot_threshold=msg.eager_eot_threshold,
+            eot_timeout_ms=msg.eot_timeout_ms,
+        )
+        actions: list[Action] = [Reconfigure(self.params)]
+        actions += self._set_state(msg.state)
+        return actions
+
+    def _on_configure(self, msg: Configure) -> list[Action]:
+        changes = {
+            k: v for k, v in msg.model_dump(exclude={"type", "session_id"}).items() if v is not None
+        }
+        if "keyterms" in changes:
+            changes["keyterms"] = tuple(changes["keyterms"])
+        self.params = StreamParams(**{**_params_dict(self.params), **changes})
+        return [Reconfigure(self.params)]
+
+    def _set_state(self, state: State) -> list[Action]:
+        if state != self.state:
+            self.state = state
+            self._interrupts.reset()
+        return []
+
+    # --- audio ----------------------------------------------------------------------------------
+    def _on_chunk(self, pcm: bytes, now: float) -> list[Action]:
+        self.chunks += 1
+        self._audio_started = True
+        self.last_audio_at = now
+        actions: list[Action] = []
+        for frame in self._splitter.push(self._normalizer.push(pcm)):
+            self._on_frame(frame, now, actions)
+        return actions
+
+    def _on_frame(self, frame: Int16Array, now: float, actions: list[Action]) -> None:
+        cfg = self.config
+        offset = self.samples_heard
+        self.samples_heard += frame.size
+        info = self._classifier.classify(frame)
+
+        if (
+            self.state == "responding"
+            and cfg.interrupt_enabled
+            and self._interrupts.step(info.voiced)
+        ):
+            self.interrupts += 1
+            actions.append(
+                Publish(
+                    interrupt_message(session_id=self.id, timestamp=now, speaker_id=self.speaker_id)
+                )
+            )
+            self._set_state("listening")
+
+        if not cfg.service_endpointing:  # the backend finds turns: stream everything
+            actions.append(SendAudio(frame, offset, 0))
+            return
+
+        event = self._endpointer.step(info.voiced)
+        utt = self._utt
+        if utt is None:
+            if event is EndpointEvent.START:
+                utt = self._begin_utterance(offset, actions)
+            else:
+                self._preroll.append((offset, frame))
+                return
+        assert utt is not None
+        utt.samples += frame.size
+        utt.frames.append((offset + frame.size, info.energy_db, info.voiced))
+        if info.voiced:
+            utt.voiced_frames += 1
+            self._voice[utt.index] = True
+        if info.voiced or not cfg.vad_enabled:
+            self._send_held(utt, actions)
+            actions.append(SendAudio(frame, offset, utt.index))
+        else:
+            self._held.append((offset, frame))
+
+        if event is EndpointEvent.END:
+            actions += self._end_utterance()
+        elif utt.samples >= cfg.max_utterance_samples:
+            self._cut_utterance(utt, actions)
+
+    def _begin_utterance(self, offset: int, actions: list[Action]) -> _Utterance:
+        start = self._preroll[0][0] if self._preroll else offset
+        utt = _Utterance(index=self._next_utterance, start=start)
+        self._next_utterance += 1
+        self._voice[utt.index] = False
+        self._utt = utt
+        for off, frame in self._preroll:
+            actions.append(SendAudio(frame, off, utt.index))
+            utt.samples += frame.size
+            utt.frames.append((off + frame.size, -120.0, False))
+        self._preroll.clear()
+        return utt
+
+    def _send_held(self, utt: _Utterance, actions: list[Action]) -> None:
+        for off, held in self._held:
+            actions.append(SendAudio(held, off, utt.index))
+        self._held.clear()
+
+    def _end_utterance(self) -> list[Action]:
+        """Speech ended (hangover, finalize, clock timeout, end): send the final's audio, flush."""
+        utt = self._utt
+        if utt is None:
+            return []
+        actions: list[Action] = []
+        keep = max(0, self.config.trailing_ms // self.config.frame_ms)
+        for off, frame in self._held[:keep]:
+            actions.append(SendAudio(frame, off, utt.index))
+        for item in self._held[keep:]:
+            self._preroll.append(item)
+        self._held.clear()
+        actions.append(EndUtterance(utt.index))
+        self._utt = None
+        self._endpointer.reset()
+        return actions
+
+    def _cut_utterance(self, utt: _Utterance, actions: list[Action]) -> None:
+        """The utterance reached STT_BUFFER_SIZE_BYTES: end it at the quietest frame of its last
+        third, so no word is cut, and carry the rest into a new utterance."""
+        self._send_held(utt, actions)
+        tail = utt.frames[len(utt.frames) * 2 // 3 :] or utt.frames
+        cut = min(tail, key=lambda f: f[1])[0]
+        head = [f for f in utt.frames if f[0] <= cut]
+        rest = [f for f in utt.frames if f[0] > cut]
+        self._voice[utt.index] = any(f[2] for f in head)
+        actions.append(EndUtterance(utt.index, until=cut))
+        nxt = _Utterance(
+            index=self._next_utterance,
+            start=cut,
+            samples=self.samples_heard - cut,
+            frames=rest,
+            voiced_frames=sum(f[2] for f in rest),
+        )
+        self._next_utterance += 1
+        self._voice[nxt.index] = nxt.voiced_frames > 0
+        self._utt = nxt
+
+    # --- recognizer results ---------------------------------------------------------------------
+    def on_event(self, ev: StreamEvent, now: float) -> list[Action]:
+        if isinstance(ev, RecognitionError):
+            return [self._error(ev.code, ev.message, now)]
+        actions: list[Action] = []
+        if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
+            self.interrupts += 1
+            actions.append(
+                Publish(
+                    interrupt_message(session_id=self.id, timestamp=now, speaker_id=self.speaker_id)
+                )
+            )
+            self._set_state("listening")
+        if ev.utterance <= self._finished and self.config.service_endpointing:
+            return actions  # a late partial, or a repeated final: never publish it
+        if ev.is_final:
+            self._finished = ev.utterance
+        voice = (
+            self._voice.pop(ev.utterance, True)
+            if ev.is_final
+            else self._voice.get(ev.utterance, True)
+        )
+        text = ev.text.strip()
+        if not text:
+            return actions
+        actions.append(
+            Publish(
+                transcript_message(
+                    session_id=self.id,
+                    transcript=text,
+                    sequence=self.sequence,
+                    is_final=ev.is_final,
+                    timestamp=now,
+                    speaker_id=self.speaker_id,
+                    has_voice_activity=voice,
+                    state=self.state,
+                    confidence=ev.confidence,
+                    words=ev.words,
+                    audio_start=round(ev.audio_start, 3),
+                    audio_end=round(ev.audio_end, 3),
+                    turn_index=ev.turn_index if ev.turn_index is not None else ev.utterance,
+                    event=ev.event,
+                    language=ev.language,
+                )
+            )
+        )
+        self.sequence += 1
+        return actions
+
+    # --- time -----------------------------------------------------------------------------------
+    def tick(self, now: float, chunk_timeout_s: float) -> list[Action]:
+        """Clock-driven endings: a speaker whose chunks stopped mid-utterance, an idle session."""
+        if self.closed:
+            return []
+        if now - self.last_message_at >= self.config.idle_timeout_s:
+            actions = [
+                self._error(
+                    Code.SESSION_IDLE_TIMEOUT,
+                    f"no message for {self.config.idle_timeout_s:g} s (STT_SESSION_IDLE_TIMEOUT); "
+                    "session closed",
+                    now,
+                )
+            ]
+            return actions + self.close(now, reason="idle")
+        if self._utt is not None and now - self.last_audio_at >= chunk_timeout_s:
+            return self._end_utterance()
+        return []
+
+    def close(self, now: float, reason: str) -> list[Action]:
+        """Flush pending speech (its final is published before the stream closes), then close."""
+        if self.closed:
+            return []
+        actions: list[Action] = []
+        if self._audio_started:
+            frames = self._splitter.push(self._normalizer.flush())
+            last = self._splitter.flush()
+            if last is not None:
+                frames.append(last)
+            for frame in frames:
+                self._on_frame(frame, now, actions)
+        actions += self._end_utterance()
+        self.closed = True
+        actions.append(Close(reason))
+        return actions
+
+    @property
+    def in_utterance(self) -> bool:
+        return self._utt is not None
+
+    def _error(self, code: str, message: str, now: float) -> Publish:
+        return Publish(error_message(session_id=self.id, code=code, message=message, timestamp=now))
+
+
+def _params_dict(p: StreamParams) -> dict[str, Any]:
+    return {f: getattr(p, f) for f in p.__dataclass_fields__}

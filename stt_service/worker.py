@@ -1,0 +1,351 @@
+"""The NATS I/O shell around the session core.
+
+Subscribes ``{STT_INPUT_SUBJECT}.*``; nats-py runs the subscription callback for one message at a
+time, so each session's messages reach its :class:`~stt_service.session.Session` in order. The
+callback only parses, feeds the core and executes the returned actions (publishing and handing
+audio to the recognizer stream are both non-blocking), so one slow session never holds up another.
+Recognizer results come back through one pump task per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .backends.base import Recognizer, RecognizerStream
+from .config import Settings
+from .protocol import (
+    Code,
+    End,
+    Finalize,
+    ProtocolError,
+    encode,
+    error_message,
+    parse_inbound,
+    session_id_from_subject,
+)
+from .session import (
+    Action,
+    Close,
+    EndUtterance,
+    Publish,
+    Reconfigure,
+    SendAudio,
+    Session,
+    SessionConfig,
+)
+
+log = logging.getLogger(__name__)
+TICK_S = 0.05
+
+
+@dataclass(eq=False)
+class _Live:
+    session: Session
+    stream: RecognizerStream
+    pump: asyncio.Task[None] | None = None
+    on_close: list[dict[str, Any]] = field(default_factory=list)  # published after the last final
+
+
+@dataclass
+class WorkerStats:
+    messages: int = 0
+    errors: int = 0
+    published: int = 0
+    sessions_opened: int = 0
+    sessions_closed: int = 0
+
+
+async def connect_nats(url: str, *, name: str = "stt-service") -> NATS:
+    """Connect with endless reconnects (sessions outlive a NATS restart); fail fast at first."""
+
+    holder: list[NATS] = []
+
+    def shutting_down() -> bool:
+        return bool(holder) and (holder[0].is_closed or holder[0].is_draining)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("NATS: %s", exc or type(exc).__name__)
+
+    async def on_disconnect() -> None:
+        if not shutting_down():
+            log.warning("NATS: disconnected; reconnecting")
+
+    async def on_reconnect() -> None:
+        log.info("NATS: reconnected")
+
+    try:
+        nc = await nats.connect(
+            servers=[u.strip() for u in url.split(",") if u.strip()],
+            name=name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=3,
+            ping_interval=10,
+            max_outstanding_pings=3,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+        )
+    except Exception as exc:
+        raise RuntimeError(
+            f"cannot connect to NATS at {url}: {exc or type(exc).__name__}"
+        ) from None
+    holder.append(nc)
+    return nc
+
+
+class Worker:
+    def __init__(self, settings: Settings, recognizer: Recognizer) -> None:
+        self.settings = settings
+        self.recognizer = recognizer
+        self.config = SessionConfig.from_settings(
+            settings, service_endpointing=recognizer.endpointing == "service"
+        )
+        self.sessions: dict[str, _Live] = {}
+        self.stats = WorkerStats()
+        self.draining = False
+        self.nc: NATS | None = None
+        self._sub: Subscription | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, float] = {}  # session ids refused recently (log once)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self, nc: NATS | None = None) -> None:
+        if not self.recognizer.ready():
+            await self.recognizer.start()
+        self.nc = nc or await connect_nats(self.settings.nats_url)
+        subject = f"{self.settings.stt_input_subject}.*"
+        self._sub = await self.nc.subscribe(
+            subject, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+        self._ticker = asyncio.create_task(self._tick_loop(), name="session-ticker")
+        log.info(
+            "listening on %s (backend %s), results on %s.{session}",
+            subject,
+            self.recognizer.name,
+            self.settings.stt_output_subject,
+        )
+
+    async def drain(self) -> None:
+        """Stop taking new sessions, publish every pending final, close, flush NATS."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining %d session(s)", len(self.sessions))
+        now = time.time()
+        for sid, live in list(self.sessions.items()):
+            live.on_close.append(
+                error_message(
+                    session_id=sid,
+                    code=Code.SERVICE_DRAINING,
+                    message="this worker is shutting down; speech so far was transcribed, "
+                    "later audio is not heard",
+                    timestamp=now,
+                )
+            )
+            await self._execute(live, live.session.close(now, reason="drain"))
+        try:
+            await asyncio.wait_for(self._wait_closed(), self.settings.stt_drain_timeout)
+        except TimeoutError:
+            log.error("drain timed out after %g s", self.settings.stt_drain_timeout)
+        await self.stop()
+
+    async def _wait_closed(self) -> None:
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        for live in list(self.sessions.values()):
+            self._begin_close(live)
+        await self._wait_closed()
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        await self.recognizer.aclose()
+
+    async def run_until_signal(self) -> None:
+        """``serve``: run until SIGTERM/SIGINT, then drain and return."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received")
+        await self.drain()
+
+    # --- inbound --------------------------------------------------------------------------------
+    async def _on_message(self, msg: Msg) -> None:
+        self.stats.messages += 1
+        prefix = self.settings.stt_input_subject
+        sid = session_id_from_subject(msg.subject, prefix)
+        now = time.time()
+        try:
+            parsed = parse_inbound(msg.data, sid, self.settings.stt_max_chunk_bytes)
+            live = self.sessions.get(sid)
+            if isinstance(parsed, ProtocolError):
+                await self._reply_error(sid, parsed.code, parsed.message, now)
+                return
+            if live is None:
+                if isinstance(parsed, End | Finalize):
+                    await self._reply_error(
+                        sid,
+                        "unknown_session",
+                        f"{parsed.type}: no open session {sid!r} (never started, ended, or "
+                        "closed after being idle)",
+                        now,
+                    )
+                    return
+                live = await self._open(sid, now)
+                if live is None:
+                    return
+            await self._execute(live, live.session.handle(parsed, now))
+        except Exception:
+            log.exception("session %s: internal error handling a message", sid)
+            await self._reply_error(
+                sid,
+                Code.INTERNAL_ERROR,
+                "internal error handling this message; see the service log",
+                now,
+            )
+
+    async def _open(self, sid: str, now: float) -> _Live | None:
+        if self.draining:
+            await self._refuse(
+                sid,
+                Code.SERVICE_DRAINING,
+                "this worker is shutting down and takes no new sessions",
+                now,
+            )
+            return None
+        if len(self.sessions) >= self.settings.stt_max_sessions:
+            await self._refuse(
+                sid,
+                Code.TOO_MANY_SESSIONS,
+                f"this worker is at its limit of {self.settings.stt_max_sessions} "
+                "sessions (STT_MAX_SESSIONS); try again later",
+                now,
+            )
+            return None
+        session = Session(sid, self.config, now)
+        stream = self.recognizer.open_stream(session.params)
+        live = _Live(session, stream)
+        live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
+        self.sessions[sid] = live
+        self.stats.sessions_opened += 1
+        log.info("session %s opened (%d live)", sid, len(self.sessions))
+        return live
+
+    async def _refuse(self, sid: str, code: str, message: str, now: float) -> None:
+        if sid not in self._refused:
+            log.warning("session %s refused: %s", sid, code)
+            if len(self._refused) > 10_000:
+                self._refused.clear()
+        self._refused[sid] = now
+        await self._reply_error(sid, code, message, now)
+
+    async def _reply_error(self, sid: str, code: str, message: str, now: float) -> None:
+        self.stats.errors += 1
+        if code not in (Code.TOO_MANY_SESSIONS, Code.SERVICE_DRAINING):
+            log.warning("session %s: %s: %s", sid[:128], code, message)
+        await self._publish(
+            sid, error_message(session_id=sid, code=code, message=message, timestamp=now)
+        )
+
+    # --- actions --------------------------------------------------------------------------------
+    async def _execute(self, live: _Live, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case SendAudio(samples, offset, utterance):
+                    live.stream.send_audio(samples, offset, utterance)
+                case Publish(message):
+                    await self._publish(live.session.id, message)
+                case EndUtterance(utterance, until):
+                    live.stream.flush(utterance, until)
+                case Reconfigure(params):
+                    live.stream.configure(params)
+                case Close(reason):
+                    log.info("session %s closing (%s)", live.session.id, reason)
+                    self._begin_close(live)
+
+    async def _publish(self, sid: str, message: dict[str, Any]) -> None:
+        assert self.nc is not None
+        try:
+            await self.nc.publish(f"{self.settings.stt_output_subject}.{sid}", encode(message))
+            self.stats.published += 1
+        except Exception as exc:  # closed connection during shutdown, or the pending buffer is full
+            log.error("session %s: could not publish %s: %s", sid, message.get("type"), exc)
+
+    def _begin_close(self, live: _Live) -> None:
+        sid = live.session.id
+        if self.sessions.get(sid) is live:
+            del self.sessions[sid]
+        task = asyncio.create_task(self._finish(live), name=f"close-{sid}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _finish(self, live: _Live) -> None:
+        try:
+            await live.stream.aclose()
+            if live.pump is not None:
+                await live.pump
+            for message in live.on_close:
+                await self._publish(live.session.id, message)
+        except Exception:
+            log.exception("session %s: error while closing", live.session.id)
+        self.stats.sessions_closed += 1
+        s = live.session
+        log.info(
+            "session %s closed: %.1f s audio, %d transcripts, %d interrupts",
+            s.id,
+            s.samples_heard / 16000,
+            s.sequence,
+            s.interrupts,
+        )
+
+    async def _pump(self, live: _Live) -> None:
+        try:
+            async for event in live.stream.events():
+                await self._execute(live, live.session.on_event(event, time.time()))
+        except Exception:
+            log.exception("session %s: recognizer stream failed", live.session.id)
+            await self._reply_error(
+                live.session.id,
+                Code.BACKEND_ERROR,
+                "the recognizer stream failed; see the service log",
+                time.time(),
+            )
+
+    async def _tick_loop(self) -> None:
+        timeout = self.settings.stt_chunk_timeout
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.time()
+            for live in list(self.sessions.values()):
+                actions = live.session.tick(now, timeout)
+                if actions:
+                    await self._execute(live, actions)
+            if self._refused:
+                self._refused = {k: t for k, t in self._refused.items() if now - t < 60}
+
+    def live_session(self, sid: str) -> Session | None:
+        live = self.sessions.get(sid)
+        return live.session if live else None

@@ -1,0 +1,98 @@
+"""Real speech for the tests: Debian's pocketsphinx-testdata LibriVox utterances (16 kHz mono)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from stt_service.audio import WavAudio, read_wav
+
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+PREFIX = "sense_and_sensibility_01_austen_64kb-"
+
+
+@dataclass(frozen=True)
+class Utterance:
+    name: str
+    audio: WavAudio
+    reference: str
+
+    @property
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(self.audio.pcm, dtype=np.int16)
+
+
+@cache
+def utterances() -> tuple[Utterance, ...]:
+    """All five utterances with their reference transcripts, in file order."""
+    if not LIBRIVOX.is_dir():
+        raise RuntimeError(
+            f"{LIBRIVOX} is missing: install Debian's pocketsphinx-testdata (.ci/run does)"
+        )
+    refs: dict[str, str] = {}
+    for line in (LIBRIVOX / "transcription").read_text().splitlines():
+        text, _, name = line.rpartition("(")
+        refs[name.strip(" )")] = text.replace("<s>", "").replace("</s>", "").strip()
+    out = []
+    for name in (LIBRIVOX / "fileids").read_text().split():
+        out.append(Utterance(name, read_wav(LIBRIVOX / f"{name}.wav"), refs[name]))
+    return tuple(out)
+
+
+def utterance(suffix: str) -> Utterance:
+    return next(u for u in utterances() if u.name.endswith(suffix))
+
+
+def silence(seconds: float, rate: int = 16000) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.int16)
+
+
+def pcm16(samples: np.ndarray, rate: int = 16000, channels: int = 1) -> WavAudio:
+    return WavAudio(samples.astype(np.int16).tobytes(), rate, channels)
+
+
+def joined(parts: list[Utterance], gap_s: float = 1.5) -> WavAudio:
+    """Utterances separated (and surrounded) by silence, as one 16 kHz stream."""
+    chunks = [silence(0.5)]
+    for u in parts:
+        chunks += [u.samples, silence(gap_s)]
+    return pcm16(np.concatenate(chunks))
+
+
+def white_noise(seconds: float, rms: float = 3000.0, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0, rms, int(16000 * seconds)), -32768, 32767).astype(np.int16)
+
+
+def clicks(seconds: float, every_s: float = 0.25, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros(int(16000 * seconds), dtype=np.int16)
+    for i in range(0, out.size, int(16000 * every_s)):
+        out[i : i + 40] = (20000 * np.sign(rng.normal(size=out[i : i + 40].size))).astype(np.int16)
+    return out
+
+
+def sox_convert(audio: WavAudio, rate: int, channels: int) -> WavAudio:
+    """Resample/re-channel with the sox command (an implementation independent of soxr-python)."""
+    if shutil.which("sox") is None:
+        raise RuntimeError("sox is missing: install Debian's sox (.ci/run does)")
+    with tempfile.TemporaryDirectory() as d:
+        src, dst = Path(d) / "in.wav", Path(d) / "out.wav"
+        with wave.open(str(src), "wb") as w:
+            w.setnchannels(audio.channels)
+            w.setsampwidth(2)
+            w.setframerate(audio.sample_rate)
+            w.writeframes(audio.pcm)
+        subprocess.run(
+            ["sox", str(src), "-r", str(rate), "-c", str(channels), str(dst)],
+            check=True,
+            capture_output=True,
+        )
+        return read_wav(dst)
