@@ -52,7 +52,8 @@ def periodicity(x: Int16Array) -> float:
     lags = np.arange(_MIN_LAG, hi + 1)
     head = csum[n - lags]  # energy of s[0 : n-lag]
     tail = csum[n] - csum[lags]  # energy of s[lag : n]
-    denom = np.sqrt(head * tail) + 1e-9
+    # relative floor: FFT rounding error over a near-silent side must not look like correlation
+    denom = np.sqrt(head * tail) + 1e-6 * csum[n] + 1e-9
     r = ac[lags] / denom
     # start after the first zero crossing of the full autocorrelation (skips the main lobe)
     negative = np.nonzero(ac[1 : hi + 1] <= 0)[0]

@@ -66,7 +66,9 @@ class WorkerStats:
     sessions_closed: int = 0
 
 
-async def connect_nats(url: str, *, name: str = "stt-service") -> NATS:
+async def connect_nats(
+    url: str, *, name: str = "stt-service", first_connect_timeout: float = 10.0
+) -> NATS:
     """Connect with endless reconnects (sessions outlive a NATS restart); fail fast at first."""
 
     holder: list[NATS] = []
@@ -85,7 +87,8 @@ async def connect_nats(url: str, *, name: str = "stt-service") -> NATS:
         log.info("NATS: reconnected")
 
     try:
-        nc = await nats.connect(
+        # endless reconnects once connected, but a first connection that fails is reported
+        connecting = nats.connect(
             servers=[u.strip() for u in url.split(",") if u.strip()],
             name=name,
             allow_reconnect=True,
@@ -98,6 +101,11 @@ async def connect_nats(url: str, *, name: str = "stt-service") -> NATS:
             disconnected_cb=on_disconnect,
             reconnected_cb=on_reconnect,
         )
+        nc = await asyncio.wait_for(connecting, first_connect_timeout)
+    except TimeoutError:
+        raise RuntimeError(
+            f"cannot connect to NATS at {url}: no answer in {first_connect_timeout:g} s"
+        ) from None
     except Exception as exc:
         raise RuntimeError(
             f"cannot connect to NATS at {url}: {exc or type(exc).__name__}"

@@ -1,0 +1,90 @@
+"""Settings from the environment: defaults, overrides, one-line errors naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from stt_service.config import ConfigError, Settings, load_settings
+from stt_service.session import SessionConfig
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No variable of the contract leaks in from the environment the tests run in."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.delenv("LOG_LEVEL", raising=False)
+
+
+def test_defaults_load() -> None:
+    s = load_settings()
+    assert s.nats_url == "nats://127.0.0.1:4222"
+    assert s.stt_input_subject == "ai.voice.stream"
+    assert s.stt_output_subject == "ai.voice.transcription"
+    assert s.stt_backend == "whisper"
+    assert s.whisper_device == "auto"
+    assert s.stt_buffer_size_bytes == 512_000
+    assert s.max_utterance_samples == 256_000  # 16 s of 16 kHz mono int16
+    assert s.stt_chunk_timeout == 0.8
+    assert s.stt_enable_vad is True
+    assert s.stt_vad_aggressiveness == 2
+    assert s.stt_enable_interrupt_detection is True
+    assert s.otel_enabled is True
+    assert s.hyperdx_enabled is False
+
+
+def test_valid_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STT_VAD_AGGRESSIVENESS", "3")
+    monkeypatch.setenv("STT_CHUNK_TIMEOUT", "1.25")
+    monkeypatch.setenv("STT_ENABLE_VAD", "false")
+    monkeypatch.setenv("STT_ENABLE_INTERRUPT_DETECTION", "0")
+    monkeypatch.setenv("STT_BUFFER_SIZE_BYTES", "64000")
+    monkeypatch.setenv("WHISPER_DEVICE", "cpu")
+    monkeypatch.setenv("STT_INPUT_SUBJECT", "my.voice.in")
+    s = load_settings()
+    assert s.stt_vad_aggressiveness == 3
+    assert s.stt_chunk_timeout == 1.25
+    assert s.stt_enable_vad is False
+    assert s.stt_enable_interrupt_detection is False
+    assert s.max_utterance_samples == 32_000
+    assert s.whisper_device == "cpu"
+    assert s.stt_input_subject == "my.voice.in"
+
+    cfg = SessionConfig.from_settings(s)
+    assert cfg.hangover_s == 1.25
+    assert cfg.vad_enabled is False
+    assert cfg.vad_aggressiveness == 3
+    assert cfg.interrupt_enabled is False
+    assert cfg.max_utterance_samples == 32_000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STT_VAD_AGGRESSIVENESS", "5"),
+        ("STT_CHUNK_TIMEOUT", "abc"),
+        ("STT_ENABLE_VAD", "maybe"),
+        ("STT_BACKEND", "bogus"),
+        ("STT_BACKEND", "flux"),  # in the contract, not implemented yet
+        ("WHISPER_DEVICE", "tpu"),
+        ("STT_INPUT_SUBJECT", "a.*"),
+        ("STT_OUTPUT_SUBJECT", "a.>"),
+        ("STT_BUFFER_SIZE_BYTES", "10"),
+    ],
+)
+def test_invalid_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    text = str(info.value)
+    assert "\n" not in text
+    assert variable in text
+    assert value in text  # the operator sees what they set
+
+
+def test_lower_case_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("stt_vad_aggressiveness", "9")
+    with pytest.raises(ConfigError, match="STT_VAD_AGGRESSIVENESS"):
+        load_settings()
