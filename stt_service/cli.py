@@ -124,12 +124,9 @@ async def _demo(args: argparse.Namespace) -> int:
     print(f"stt-service {__version__} demo")
     print(f"  NATS      {url}" + (" (embedded nats-server)" if server else ""))
     recognizer = make_recognizer(settings)
-    model = getattr(recognizer, "model_name", settings.stt_backend)
-    print(
-        f"  model     {Path(model).name if os.path.isdir(str(model)) else model} "
-        f"on {getattr(recognizer, 'device', '?')} — loading…",
-        flush=True,
-    )
+    describe = getattr(recognizer, "describe", None)
+    model = describe() if describe else settings.stt_backend
+    print(f"  model     {model}, loading…", flush=True)
     worker = Worker(settings, recognizer)
     nc = None
     try:
@@ -149,9 +146,10 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"[{time.monotonic() - t0:5.1f}s] {format_message(m, latency)}", flush=True)
 
         collector = await ResultCollector(nc, settings.stt_output_subject, show).start(sid)
+        pace = "at real-time pace" if args.speed == 1 else f"at {args.speed:g}x real time"
         print(
             f"  streaming {wav_path.name} ({audio.duration:.1f} s, {audio.sample_rate} Hz) "
-            f"at real-time pace as session {sid}\n",
+            f"{pace} as session {sid}\n",
             flush=True,
         )
         await stream_audio(

@@ -91,10 +91,14 @@ class Settings(BaseSettings):
     )
 
     # --- telemetry and logs -----------------------------------------------------------------
-    otel_enabled: bool = Field(True, description="OpenTelemetry export (wired in by telemetry)")
+    otel_enabled: bool = Field(
+        True, description="OpenTelemetry export (accepted; the exporter is not wired in yet)"
+    )
     hyperdx_enabled: bool = Field(False, description="send OpenTelemetry data to HyperDX")
     stt_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", validation_alias=AliasChoices("STT_LOG_LEVEL", "LOG_LEVEL", "stt_log_level")
+        "INFO",
+        validation_alias=AliasChoices("STT_LOG_LEVEL", "LOG_LEVEL", "stt_log_level"),
+        description="log level of serve: DEBUG, INFO, WARNING or ERROR",
     )
 
     @field_validator("stt_log_level", mode="before")

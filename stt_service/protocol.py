@@ -31,13 +31,12 @@ class Code:
     SESSION_ID_MISMATCH = "session_id_mismatch"
     INVALID_AUDIO = "invalid_audio"
     CHUNK_TOO_LARGE = "chunk_too_large"
-    UNSUPPORTED_ENCODING = "unsupported_encoding"
     TOO_MANY_SESSIONS = "too_many_sessions"
     SESSION_IDLE_TIMEOUT = "session_idle_timeout"
     SESSION_ALREADY_STARTED = "session_already_started"
+    UNKNOWN_SESSION = "unknown_session"
     SERVICE_DRAINING = "service_draining"
     BACKEND_ERROR = "backend_error"
-    BACKEND_OVERLOADED = "backend_overloaded"
     INTERNAL_ERROR = "internal_error"
 
 

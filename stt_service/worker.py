@@ -216,7 +216,7 @@ class Worker:
                 if isinstance(parsed, End | Finalize):
                     await self._reply_error(
                         sid,
-                        "unknown_session",
+                        Code.UNKNOWN_SESSION,
                         f"{parsed.type}: no open session {sid!r} (never started, ended, or "
                         "closed after being idle)",
                         now,

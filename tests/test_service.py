@@ -90,8 +90,13 @@ async def test_real_speech_separate_finals_in_order_with_low_wer(service) -> Non
         assert m["turn_index"] not in seen_final
         (seen_final if m["is_final"] else partial_turns).add(m["turn_index"])
     assert partial_turns == seen_final
-    starts = [f["audio_start"] for f in finals]
-    assert starts == sorted(starts)
+    # audio_start/audio_end place each final on the session's audio timeline
+    speech_start = 0.5
+    for final, part in zip(finals, parts, strict=True):
+        speech_end = speech_start + part.audio.duration
+        assert speech_start - 0.4 <= final["audio_start"] <= speech_start + 0.8, final
+        assert speech_end - 1.0 <= final["audio_end"] <= speech_end + 0.5, final
+        speech_start = speech_end + 1.6
 
 
 @pytest.mark.parametrize(

