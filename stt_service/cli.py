@@ -164,7 +164,7 @@ async def _demo(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 30
         while worker.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        await worker._wait_closed()
+        await worker.wait_closed()
         await asyncio.sleep(0.2)
         print()
         print(

@@ -166,14 +166,22 @@ class Worker:
             )
             await self._execute(live, live.session.close(now, reason="drain"))
         try:
-            await asyncio.wait_for(self._wait_closed(), self.settings.stt_drain_timeout)
+            await asyncio.wait_for(self.wait_closed(), self.settings.stt_drain_timeout)
         except TimeoutError:
             log.error("drain timed out after %g s", self.settings.stt_drain_timeout)
         await self.stop()
 
-    async def _wait_closed(self) -> None:
+    def is_closing(self, sid: str | None = None) -> bool:
+        """Whether a session (any, without ``sid``) is still publishing its last results."""
+        return any(sid is None or t.get_name() == f"close-{sid}" for t in self._closing)
+
+    async def wait_closed(self) -> None:
+        """Until every closing session has published its last results."""
         while self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
+            # awaiting already-finished tasks does not yield to the loop, and the done callbacks
+            # that empty the set run from the loop: sleep(0) lets them run
+            await asyncio.wait(list(self._closing))
+            await asyncio.sleep(0)
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -183,7 +191,7 @@ class Worker:
             self._ticker = None
         for live in list(self.sessions.values()):
             self._begin_close(live)
-        await self._wait_closed()
+        await self.wait_closed()
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

@@ -60,7 +60,7 @@ class Harness:
         """Until the session is gone and its last results have been published and received."""
         deadline = time.monotonic() + timeout
         await asyncio.sleep(0.1)
-        while sid in self.worker.sessions or self.worker._closing:
+        while sid in self.worker.sessions or self.worker.is_closing(sid):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"session {sid} still open after {timeout} s")
             await asyncio.sleep(0.05)

@@ -199,7 +199,9 @@ class WhisperLocal:
         log.info("model loaded in %.1f s", time.perf_counter() - t0)
         self._scheduler = InferenceScheduler(self._decode)
         # one warm-up decode so the first session does not pay for lazy initialisation
-        await asyncio.to_thread(self._decode, np.zeros(TARGET_RATE // 2, np.float32), None, (), 0)
+        await asyncio.to_thread(
+            self._decode, np.zeros(TARGET_RATE // 2, np.float32), None, (), False
+        )
 
     def ready(self) -> bool:
         return self._scheduler is not None
@@ -229,13 +231,13 @@ class WhisperLocal:
         audio: npt.NDArray[np.float32],
         language: str | None,
         keyterms: tuple[str, ...],
-        beam_size: int,
+        final: bool,
     ) -> Decoded:
-        final = beam_size > 0
+        """Finals use the configured beam and a temperature fallback; partials are greedy."""
         segments, info = self._model.transcribe(
             audio,
             language="en" if self._english_only else language,
-            beam_size=max(1, beam_size),
+            beam_size=self.settings.whisper_beam_size if final else 1,
             temperature=(0.0, 0.4) if final else 0.0,
             without_timestamps=True,
             condition_on_previous_text=False,
@@ -264,7 +266,6 @@ class WhisperStream:
         self._backend = backend
         self._params = params
         self._interval = backend.settings.stt_partial_interval
-        self._beam = backend.settings.whisper_beam_size
         self._utterance = -1
         self._start = 0  # session sample index of self._chunks[0]
         self._chunks: list[Int16Array] = []
@@ -363,9 +364,7 @@ class WhisperStream:
     ) -> None:
         p = self._params
         try:
-            res = await sched.submit(
-                key, True, to_float32(audio), p.language, p.keyterms, self._beam
-            )
+            res = await sched.submit(key, True, to_float32(audio), p.language, p.keyterms, True)
         except Exception as exc:
             log.exception("session %s: final decode failed", key)
             self._events.put_nowait(
@@ -393,7 +392,7 @@ class WhisperStream:
         self._last_partial_at = time.monotonic()
         p = self._params
         try:
-            res = await sched.submit(key, False, to_float32(audio), p.language, p.keyterms, 0)
+            res = await sched.submit(key, False, to_float32(audio), p.language, p.keyterms, False)
         except Exception:
             log.exception("session %s: partial decode failed", key)
             return
