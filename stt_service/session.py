@@ -129,7 +129,9 @@ class Session:
         self.closed = False
         self.sequence = 0
         self.last_message_at = now
-        self.last_audio_at = now
+        # when the audio delivered so far would have finished playing: a real-time client's next
+        # chunk is due then, so a slow or jittery client is not mistaken for one that stopped
+        self.audio_due_at = now
         self.samples_heard = 0  # 16 kHz samples that went through the VAD
         self.chunks = 0
         self.interrupts = 0
@@ -222,7 +224,8 @@ class Session:
     def _on_chunk(self, pcm: bytes, now: float) -> list[Action]:
         self.chunks += 1
         self._audio_started = True
-        self.last_audio_at = now
+        seconds = len(pcm) / (2 * self._normalizer.channels * self._normalizer.sample_rate)
+        self.audio_due_at = max(self.audio_due_at, now) + seconds
         actions: list[Action] = []
         for frame in self._splitter.push(self._normalizer.push(pcm)):
             self._on_frame(frame, now, actions)
@@ -396,7 +399,7 @@ class Session:
                 )
             ]
             return actions + self.close(now, reason="idle")
-        if self._utt is not None and now - self.last_audio_at >= chunk_timeout_s:
+        if self._utt is not None and now - self.audio_due_at >= chunk_timeout_s:
             return self._end_utterance()
         return []
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
 
 from .audio import TARGET_RATE, Int16Array, rms_dbfs
@@ -46,10 +48,8 @@ def periodicity(x: Int16Array) -> float:
     s -= s.mean()
     spec = np.fft.rfft(s, 2 * n)
     ac = np.fft.irfft(spec * np.conj(spec))[:n]
-    sq = s * s
-    csum = np.concatenate(([0.0], np.cumsum(sq)))
-    hi = min(_MAX_LAG, n - _MIN_LAG)
-    lags = np.arange(_MIN_LAG, hi + 1)
+    csum = np.concatenate(([0.0], np.cumsum(s * s)))
+    hi, lags = _lags(n)
     head = csum[n - lags]  # energy of s[0 : n-lag]
     tail = csum[n] - csum[lags]  # energy of s[lag : n]
     # relative floor: FFT rounding error over a near-silent side must not look like correlation
@@ -62,6 +62,12 @@ def periodicity(x: Int16Array) -> float:
     first = int(negative[0]) + 1
     r = r[max(0, first - _MIN_LAG) :]
     return float(r.max()) if r.size else 0.0
+
+
+@cache
+def _lags(n: int) -> tuple[int, npt.NDArray[np.int64]]:
+    hi = min(_MAX_LAG, n - _MIN_LAG)
+    return hi, np.arange(_MIN_LAG, hi + 1)
 
 
 class FrameClassifier:

@@ -29,6 +29,7 @@ from .protocol import (
     End,
     Finalize,
     ProtocolError,
+    Start,
     encode,
     error_message,
     parse_inbound,
@@ -129,6 +130,7 @@ class Worker:
         self._ticker: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._refused: dict[str, float] = {}  # session ids refused recently (log once)
+        self._ended: dict[str, float] = {}  # session ids closed recently: no implicit restart
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, nc: NATS | None = None) -> None:
@@ -136,9 +138,9 @@ class Worker:
             await self.recognizer.start()
         self.nc = nc or await connect_nats(self.settings.nats_url)
         subject = f"{self.settings.stt_input_subject}.*"
-        self._sub = await self.nc.subscribe(
-            subject, cb=self._on_message, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        # nats-py's default pending limits (512 Ki messages, 128 MiB) bound memory; past them
+        # it reports a slow consumer through the error callback, which logs it
+        self._sub = await self.nc.subscribe(subject, cb=self._on_message)
         self._ticker = asyncio.create_task(self._tick_loop(), name="session-ticker")
         log.info(
             "listening on %s (backend %s), results on %s.{session}",
@@ -165,11 +167,23 @@ class Worker:
                 )
             )
             await self._execute(live, live.session.close(now, reason="drain"))
-        try:
-            await asyncio.wait_for(self.wait_closed(), self.settings.stt_drain_timeout)
-        except TimeoutError:
-            log.error("drain timed out after %g s", self.settings.stt_drain_timeout)
+        if not await self._wait_closed_within(self.settings.stt_drain_timeout):
+            log.error(
+                "drain timed out after %g s; pending results are lost",
+                self.settings.stt_drain_timeout,
+            )
         await self.stop()
+
+    async def _wait_closed_within(self, seconds: float) -> bool:
+        """wait_closed(), but give up after ``seconds``: cancel what is left and say so."""
+        try:
+            await asyncio.wait_for(self.wait_closed(), seconds)
+            return True
+        except TimeoutError:
+            for task in list(self._closing):
+                task.cancel()
+            await asyncio.gather(*list(self._closing), return_exceptions=True)
+            return False
 
     def is_closing(self, sid: str | None = None) -> bool:
         """Whether a session (any, without ``sid``) is still publishing its last results."""
@@ -184,14 +198,16 @@ class Worker:
             await asyncio.sleep(0)
 
     async def stop(self) -> None:
+        """Close what is still open (pending speech is still finalised), then disconnect."""
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        now = time.time()
         for live in list(self.sessions.values()):
-            self._begin_close(live)
-        await self.wait_closed()
+            await self._execute(live, live.session.close(now, reason="stop"))
+        await self._wait_closed_within(self.settings.stt_drain_timeout)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -221,6 +237,14 @@ class Worker:
                 await self._reply_error(sid, parsed.code, parsed.message, now)
                 return
             if live is None:
+                if sid in self._ended and not isinstance(parsed, Start):
+                    await self._reply_error(
+                        sid,
+                        Code.UNKNOWN_SESSION,
+                        f"{parsed.type}: session {sid!r} has ended; send 'start' to open it again",
+                        now,
+                    )
+                    return
                 if isinstance(parsed, End | Finalize):
                     await self._reply_error(
                         sid,
@@ -300,6 +324,7 @@ class Worker:
                     live.stream.configure(params)
                 case Close(reason):
                     log.info("session %s closing (%s)", live.session.id, reason)
+                    self._ended[live.session.id] = time.time()
                     self._begin_close(live)
 
     async def _publish(self, sid: str, message: dict[str, Any]) -> None:
@@ -356,11 +381,17 @@ class Worker:
             await asyncio.sleep(TICK_S)
             now = time.time()
             for live in list(self.sessions.values()):
-                actions = live.session.tick(now, timeout)
-                if actions:
-                    await self._execute(live, actions)
+                try:
+                    actions = live.session.tick(now, timeout)
+                    if actions:
+                        await self._execute(live, actions)
+                except Exception:  # one broken session must not stop the clock for the others
+                    log.exception("session %s: internal error on a clock tick", live.session.id)
             if self._refused:
                 self._refused = {k: t for k, t in self._refused.items() if now - t < 60}
+            if self._ended:
+                keep = self.settings.stt_session_idle_timeout
+                self._ended = {k: t for k, t in self._ended.items() if now - t < keep}
 
     def live_session(self, sid: str) -> Session | None:
         live = self.sessions.get(sid)

@@ -287,3 +287,27 @@ async def test_vad_off_still_transcribes_and_flags_voice(service) -> None:
     assert len(res.finals) == 1
     assert res.finals[0]["has_voice_activity"] is True
     assert wer(u.reference, res.text) <= 0.3
+
+
+async def test_audio_after_end_does_not_revive_the_session(service) -> None:
+    u = utterance("0930")
+    async with service() as h:
+        res = await h.stream("ended-1", joined([u]), extra_start={"sample_rate": 16000})
+        await h.publish("ended-1", {"type": "chunk", "audio": b"\0" * 3200})
+        await h.wait_for(lambda: bool(res.errors))
+        assert "ended-1" not in h.worker.sessions
+        # a new start reopens the id, with a fresh sequence
+        await h.stream("ended-1", joined([u]))
+    assert [e["code"] for e in res.errors] == ["unknown_session"]
+    finals = res.finals
+    assert len(finals) == 2 and [f["sequence"] for f in finals] == [finals[0]["sequence"]] * 2
+
+
+async def test_a_language_the_model_does_not_know_is_reported_not_fatal(service) -> None:
+    u = utterance("0930")
+    async with service() as h:
+        res = await h.stream("lang-1", joined([u]), extra_start={"language": "de-DE"})
+    (error,) = res.errors
+    assert error["code"] == "invalid_field" and "de-DE" in error["message"]
+    assert len(res.finals) == 1
+    assert wer(u.reference, res.text) <= 0.1

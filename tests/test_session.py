@@ -346,11 +346,27 @@ def test_chunks_stopping_mid_speech_end_the_utterance_after_the_chunk_timeout() 
     assert s.in_utterance
     assert s.tick(now + 0.5, 0.8) == []
     assert s.in_utterance
-    timed_out = s.tick(now + 0.8, 0.8)
+    timed_out = s.tick(now + 0.81, 0.8)
     assert ends(timed_out) == [EndUtterance(0)]
     assert not s.in_utterance
     assert not s.closed
     assert s.tick(now + 1.0, 0.8) == []  # once
+
+
+def test_large_chunks_at_real_time_pace_are_not_cut_by_the_clock() -> None:
+    # one-second chunks arrive a second apart: between them the clock runs past the 0.8 s
+    # timeout, but the audio already delivered has not finished playing until the next arrives
+    speech = utterance("0870").samples[: 16000 * 6]  # mid-sentence: no pause long enough to end
+    s = new_session()
+    now = T0
+    actions: list[Action] = []
+    for i in range(0, speech.size, 16000):
+        actions += s.handle(chunk(speech[i : i + 16000].tobytes()), now)
+        actions += s.tick(now + 0.9, 0.8)
+        now += 1.0
+    assert ends(actions) == []
+    assert s.in_utterance
+    assert ends(s.tick(now + 0.85, 0.8)) == [EndUtterance(0)]
 
 
 def test_idle_session_is_closed_with_an_error() -> None:

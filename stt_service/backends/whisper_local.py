@@ -20,11 +20,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from ..audio import TARGET_RATE, Int16Array, to_float32
 from ..config import Settings
@@ -41,14 +40,9 @@ _HALLUCINATIONS = frozenset(
     {
         "you",
         "thank you",
-        "thanks",
         "thank you very much",
         "thanks for watching",
         "thank you for watching",
-        "bye",
-        "bye bye",
-        "so",
-        "okay",
         "oh",
         "uh",
         "um",
@@ -64,8 +58,9 @@ _NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
 def is_hallucination(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
     if no_speech_prob > 0.6 and avg_logprob < -1.0:
         return True
+    # a real "thank you" is kept: only when the model itself doubts there was speech
     norm = _NON_ALNUM.sub("", text.lower()).strip()
-    return norm in _HALLUCINATIONS and (no_speech_prob > 0.3 or avg_logprob < -0.7)
+    return norm in _HALLUCINATIONS and no_speech_prob > 0.4
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +68,12 @@ class Decoded:
     text: str
     confidence: float | None
     language: str | None
+
+
+def _whisper_languages() -> frozenset[str]:
+    from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+    return frozenset(_LANGUAGE_CODES)
 
 
 def _auto_device() -> Literal["cuda", "cpu"]:
@@ -96,25 +97,30 @@ class InferenceScheduler:
         self._task: asyncio.Task[None] | None = None
         self.decodes = 0
         self.skipped_partials = 0
+        self._closed = False
 
     @property
     def depth(self) -> int:
         return len(self._finals) + len(self._partials)
 
     def submit(self, key: str, final: bool, *args: Any) -> asyncio.Future[Decoded | None]:
+        """Queue a decode; a partial's future gives None if a newer request superseded it."""
         fut: asyncio.Future[Decoded | None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_exception(RuntimeError("the Whisper backend is shut down"))
+            return fut
+        self.cancel_partial(key)
         if final:
-            self._drop_partial(key)
             self._finals.append((args, fut))
         else:
-            self._drop_partial(key)
             self._partials[key] = (args, fut)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="whisper-scheduler")
         self._wake.set()
         return fut
 
-    def _drop_partial(self, key: str) -> None:
+    def cancel_partial(self, key: str) -> None:
+        """Skip ``key``'s queued partial (its utterance ended, or a newer one replaces it)."""
         old = self._partials.pop(key, None)
         if old is not None and not old[1].done():
             self.skipped_partials += 1
@@ -145,11 +151,18 @@ class InferenceScheduler:
                 fut.set_result(result)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for _, fut in [*self._finals, *self._partials.values()]:
+            if not fut.done():
+                fut.set_exception(RuntimeError("the Whisper backend shut down before this decode"))
+        self._finals.clear()
+        self._partials.clear()
+        # a decode in progress finishes on its thread; do not block the event loop on it
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
 
 class WhisperLocal:
@@ -169,7 +182,7 @@ class WhisperLocal:
         )
         self._model: Any = None
         self._scheduler: InferenceScheduler | None = None
-        self._english_only = False
+        self.english_only = False
 
     async def start(self) -> None:
         try:
@@ -195,13 +208,11 @@ class WhisperLocal:
             raise RuntimeError(
                 f"could not load Whisper model {self.model_name!r} on {self.device}: {exc}"
             ) from None
-        self._english_only = not getattr(self._model.model, "is_multilingual", True)
+        self.english_only = not getattr(self._model.model, "is_multilingual", True)
         log.info("model loaded in %.1f s", time.perf_counter() - t0)
         self._scheduler = InferenceScheduler(self._decode)
         # one warm-up decode so the first session does not pay for lazy initialisation
-        await asyncio.to_thread(
-            self._decode, np.zeros(TARGET_RATE // 2, np.float32), None, (), False
-        )
+        await asyncio.to_thread(self._decode, np.zeros(TARGET_RATE // 2, np.int16), None, (), False)
 
     def ready(self) -> bool:
         return self._scheduler is not None
@@ -228,15 +239,15 @@ class WhisperLocal:
     # runs on the scheduler's thread
     def _decode(
         self,
-        audio: npt.NDArray[np.float32],
+        samples: Int16Array,
         language: str | None,
         keyterms: tuple[str, ...],
         final: bool,
     ) -> Decoded:
         """Finals use the configured beam and a temperature fallback; partials are greedy."""
         segments, info = self._model.transcribe(
-            audio,
-            language="en" if self._english_only else language,
+            to_float32(samples),
+            language="en" if self.english_only else language,
             beam_size=self.settings.whisper_beam_size if final else 1,
             temperature=(0.0, 0.4) if final else 0.0,
             without_timestamps=True,
@@ -264,7 +275,8 @@ class WhisperStream:
 
     def __init__(self, backend: WhisperLocal, params: StreamParams) -> None:
         self._backend = backend
-        self._params = params
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        self._params = self._checked(params)
         self._interval = backend.settings.stt_partial_interval
         self._utterance = -1
         self._start = 0  # session sample index of self._chunks[0]
@@ -274,7 +286,6 @@ class WhisperStream:
         self._last_partial_text = ""
         self._last_partial_at = 0.0
         self._finals: deque[tuple[int, int, Int16Array]] = deque()  # (utterance, start, audio)
-        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"whisper-{params.session_id}")
@@ -304,10 +315,38 @@ class WhisperStream:
         else:
             self._finals.append((utterance, self._start, audio))
             self._reset(utterance + 1, self._start + audio.size)
+        # a partial of this utterance still queued is stale now: skip it, the final comes next
+        self._backend.scheduler.cancel_partial(self._params.session_id)
         self._wake.set()
 
     def configure(self, params: StreamParams) -> None:
-        self._params = params
+        self._params = self._checked(params)
+
+    def _checked(self, params: StreamParams) -> StreamParams:
+        """Accept 'en', 'EN' or 'en-US'; an unknown code is reported and auto-detected instead."""
+        if params.language is None:
+            return params
+        code = params.language.lower().replace("_", "-").split("-")[0]
+        if self._backend.english_only:
+            if code != "en":
+                self._events.put_nowait(
+                    RecognitionError(
+                        Code.INVALID_FIELD,
+                        f"language {params.language!r}: the model {self._backend.describe()} knows "
+                        "only English; transcribing as English",
+                    )
+                )
+            return replace(params, language=None)
+        if code not in _whisper_languages():
+            self._events.put_nowait(
+                RecognitionError(
+                    Code.INVALID_FIELD,
+                    f"language {params.language!r} is not a Whisper language code (e.g. 'en', "
+                    "'de'); the language is detected from the audio instead",
+                )
+            )
+            return replace(params, language=None)
+        return replace(params, language=code)
 
     async def aclose(self) -> None:
         self._closing = True
@@ -364,7 +403,7 @@ class WhisperStream:
     ) -> None:
         p = self._params
         try:
-            res = await sched.submit(key, True, to_float32(audio), p.language, p.keyterms, True)
+            res = await sched.submit(key, True, audio, p.language, p.keyterms, True)
         except Exception as exc:
             log.exception("session %s: final decode failed", key)
             self._events.put_nowait(
@@ -392,7 +431,7 @@ class WhisperStream:
         self._last_partial_at = time.monotonic()
         p = self._params
         try:
-            res = await sched.submit(key, False, to_float32(audio), p.language, p.keyterms, False)
+            res = await sched.submit(key, False, audio, p.language, p.keyterms, False)
         except Exception:
             log.exception("session %s: partial decode failed", key)
             return
