@@ -411,17 +411,7 @@ class WhisperStream:
             )
             return
         assert res is not None  # finals are never skipped
-        self._events.put_nowait(
-            RecognitionEvent(
-                utterance=utt,
-                text=res.text,
-                is_final=True,
-                audio_start=start / TARGET_RATE,
-                audio_end=(start + audio.size) / TARGET_RATE,
-                confidence=_round(res.confidence),
-                language=res.language,
-            )
-        )
+        self._events.put_nowait(_event(utt, start, audio.size, res, final=True))
 
     async def _decode_partial(self, sched: InferenceScheduler, key: str) -> None:
         utt, start = self._utterance, self._start
@@ -439,18 +429,16 @@ class WhisperStream:
             return  # skipped under load, or the utterance already ended: its final follows
         if res.text and res.text != self._last_partial_text:
             self._last_partial_text = res.text
-            self._events.put_nowait(
-                RecognitionEvent(
-                    utterance=utt,
-                    text=res.text,
-                    is_final=False,
-                    audio_start=start / TARGET_RATE,
-                    audio_end=(start + audio.size) / TARGET_RATE,
-                    confidence=_round(res.confidence),
-                    language=res.language,
-                )
-            )
+            self._events.put_nowait(_event(utt, start, audio.size, res, final=False))
 
 
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
+def _event(utterance: int, start: int, samples: int, res: Decoded, final: bool) -> RecognitionEvent:
+    return RecognitionEvent(
+        utterance=utterance,
+        text=res.text,
+        is_final=final,
+        audio_start=start / TARGET_RATE,
+        audio_end=(start + samples) / TARGET_RATE,
+        confidence=None if res.confidence is None else round(res.confidence, 4),
+        language=res.language,
+    )
