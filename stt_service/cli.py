@@ -191,7 +191,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"stt-service send: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_send(args, audio))
+    try:
+        return asyncio.run(_send(args, audio))
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _send(args: argparse.Namespace, audio: Any) -> int:
@@ -226,8 +229,7 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
     collector = ResultCollector(nc, args.output_subject, show)
     await collector.start("*")
     duration = args.duration
-    loop_until = time.monotonic() + duration if (args.loop and duration) else None
-    total = duration if loop_until else audio.duration
+    total = duration or (float("inf") if args.loop else audio.duration)
     print(
         f"sending {Path(args.file).name} ({audio.duration:.1f} s, {audio.sample_rate} Hz, "
         f"{audio.channels} ch) to {args.sessions} session(s) on {url}, "
@@ -242,7 +244,8 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
             last_report[0] = now
             finals = sum(len(collector.results(s).finals) for s in ids)
             print(
-                f"… {sent_s:.0f}/{total:.0f} s sent per session, {finals} final(s) so far",
+                f"… {sent_s:.0f}{'' if total == float('inf') else f'/{total:.0f}'} s sent per "
+                f"session, {finals} final(s) so far",
                 flush=True,
             )
 
@@ -256,7 +259,8 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
             chunk_ms=args.chunk_ms,
             speed=args.speed,
             state=args.state,
-            loop_until=loop_until,
+            loop=args.loop,
+            duration=duration,
             progress=progress if i == 0 else None,
             timing=timings[sid],
         )

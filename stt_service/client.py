@@ -7,6 +7,7 @@ protocol the same way a real client does.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 from collections.abc import Callable
@@ -126,14 +127,16 @@ async def stream_audio(
     raw: bool = True,
     send_start: bool = True,
     send_end: bool = True,
-    loop_until: float | None = None,
+    loop: bool = False,
+    duration: float | None = None,
     progress: Callable[[float], None] | None = None,
     extra_start: dict[str, Any] | None = None,
     timing: StreamTiming | None = None,
 ) -> StreamTiming:
     """Publish ``start``, the audio in ``chunk_ms`` chunks at ``speed`` x real time, then ``end``.
 
-    ``speed=0`` sends as fast as possible. ``loop_until`` (monotonic time) repeats the audio.
+    ``speed=0`` sends as fast as possible. ``loop`` repeats the audio; ``duration`` stops after
+    that many seconds of audio (the file's length by default, or forever with ``loop``).
     """
     subject = f"{input_subject}.{session_id}"
     timing = timing or StreamTiming()
@@ -157,27 +160,32 @@ async def stream_audio(
     )
     sent_s = 0.0
     t0 = time.monotonic()
-    while True:
-        for i in range(0, len(audio.pcm), step):
-            piece = audio.pcm[i : i + step]
-            msg: dict[str, Any] = {"type": "chunk", "timestamp": time.time()}
-            if raw:
-                msg["audio"] = piece
-            else:
-                import base64
-
-                msg["audio_b64"] = base64.b64encode(piece).decode()
-            await nc.publish(subject, msgpack.packb(msg, use_bin_type=True))
-            sent_s += len(piece) / bytes_per_s
-            timing.sent_seconds.append((sent_s, time.monotonic()))
-            if progress is not None:
-                progress(sent_s)
-            if speed > 0:
-                delay = t0 + sent_s / speed - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-        if loop_until is None or time.monotonic() >= loop_until:
-            break
+    limit = duration if duration else (None if loop else audio.duration)
+    i = 0
+    while limit is None or sent_s < limit - 1e-9:
+        if i >= len(audio.pcm):
+            if not loop:
+                break
+            i = 0
+        piece = audio.pcm[i : i + step]
+        if limit is not None:  # do not overshoot the duration
+            room = round((limit - sent_s) * bytes_per_s)
+            piece = piece[: max(2 * audio.channels, room - room % (2 * audio.channels))]
+        i += len(piece)
+        msg: dict[str, Any] = {"type": "chunk", "timestamp": time.time()}
+        if raw:
+            msg["audio"] = piece
+        else:
+            msg["audio_b64"] = base64.b64encode(piece).decode()
+        await nc.publish(subject, msgpack.packb(msg, use_bin_type=True))
+        sent_s += len(piece) / bytes_per_s
+        timing.sent_seconds.append((sent_s, time.monotonic()))
+        if progress is not None:
+            progress(sent_s)
+        if speed > 0:
+            delay = t0 + sent_s / speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
     if send_end:
         await nc.publish(subject, msgpack.packb({"type": "end"}))
     await nc.flush()

@@ -11,6 +11,7 @@ import time
 import wave
 from pathlib import Path
 
+import msgpack
 import nats
 import numpy as np
 import pytest
@@ -236,3 +237,27 @@ def test_demo_streams_the_bundled_sample_and_exits_0() -> None:
         out.stdout.split("word error rate against the reference transcript:")[1].split("%")[0]
     )
     assert wer <= 10.0
+
+
+@pytest.mark.parametrize(
+    ("loop", "duration", "expected_s"), [(False, None, 3.3), (True, 7.0, 7.0), (False, 1.25, 1.25)]
+)
+async def test_stream_audio_sends_exactly_the_requested_audio(
+    loop: bool, duration: float | None, expected_s: float
+) -> None:
+    audio = pcm16(silence(3.3))
+    with EmbeddedNats() as server:
+        nc = await nats.connect(server.url)
+        received: list[dict] = []
+
+        async def on_msg(msg: nats.aio.msg.Msg) -> None:
+            received.append(msgpack.unpackb(msg.data))
+
+        await nc.subscribe("ai.voice.stream.dur-1", cb=on_msg)
+        await stream_audio(nc, "dur-1", audio, speed=0, loop=loop, duration=duration)
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        await nc.close()
+    assert received[0]["type"] == "start" and received[-1]["type"] == "end"
+    sent = sum(len(m["audio"]) for m in received if m["type"] == "chunk")
+    assert sent == round(expected_s * 16000) * 2
