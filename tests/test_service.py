@@ -68,7 +68,7 @@ async def test_transcript_interrupt_and_error_fields(service) -> None:
 async def test_real_speech_separate_finals_in_order_with_low_wer(service) -> None:
     parts = list(utterances())
     async with service() as h:
-        res = await h.stream("wer-1", joined(parts, gap_s=1.6), speed=4.0)
+        res = await h.stream("wer-1", joined(parts, gap_s=1.6), speed=2.0)
 
     finals = res.finals
     assert len(finals) == len(parts), [f["transcript"] for f in finals]
