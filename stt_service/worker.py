@@ -141,6 +141,9 @@ class Worker:
         # nats-py's default pending limits (512 Ki messages, 128 MiB) bound memory; past them
         # it reports a slow consumer through the error callback, which logs it
         self._sub = await self.nc.subscribe(subject, cb=self._on_message)
+        # the SUB is only buffered until here: a round trip makes the server route to us before
+        # we say we are listening (a client publishing right after would otherwise be unheard)
+        await self.nc.flush()
         self._ticker = asyncio.create_task(self._tick_loop(), name="session-ticker")
         log.info(
             "listening on %s (backend %s), results on %s.{session}",
@@ -154,6 +157,14 @@ class Worker:
         if self.draining:
             return
         self.draining = True
+        # stop receiving, but first handle every message already on its way to us: audio the
+        # clients sent before the signal is transcribed, not dropped
+        if self._sub is not None:
+            try:
+                drained = self._sub.drain()  # type: ignore[no-untyped-call]
+                await asyncio.wait_for(drained, self.settings.stt_drain_timeout / 2)
+            except Exception as exc:
+                log.warning("could not drain the subscription: %s", exc or type(exc).__name__)
         log.info("draining %d session(s)", len(self.sessions))
         now = time.time()
         for sid, live in list(self.sessions.items()):

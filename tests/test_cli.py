@@ -87,7 +87,7 @@ async def test_sigterm_mid_utterance_publishes_the_final_and_exits_0() -> None:
                 proc.kill()
     out = proc.stdout.read() if proc.stdout else ""
     assert code == 0, out
-    assert len(res.finals) == 1, res.messages
+    assert len(res.finals) == 1, (res.messages, out)
     assert "mister john dashwood" in word_normalized(res.finals[0]["transcript"])
     # the client is told its session ended with the worker, after the final
     assert res.messages[-1]["type"] == "error" and res.messages[-1]["code"] == "service_draining"
