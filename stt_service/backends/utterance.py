@@ -1,0 +1,367 @@
+"""What every utterance-at-a-time recognizer shares (local Whisper, Whisper over HTTP).
+
+The session core decides where utterances begin and end. An :class:`UtteranceStream` keeps the
+current utterance's audio, asks for a partial re-decode at most every ``STT_PARTIAL_INTERVAL``
+seconds while it grows, and a final decode when the core ends it. All decodes of a backend go
+through one :class:`DecodeScheduler`: finals before partials, and a newer partial request of a
+session replaces its older one, so under backlog stale partials are skipped and finals never are.
+A backend supplies only the decode itself (:class:`Transcriber`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from ..audio import TARGET_RATE, Int16Array
+from ..config import Settings
+from ..protocol import Code
+from .base import RecognitionError, RecognitionEvent, StreamEvent, StreamParams
+
+log = logging.getLogger(__name__)
+
+MIN_DECODE_SAMPLES = TARGET_RATE * 3 // 10  # partials start once 0.3 s is buffered
+
+# Phrases Whisper produces from silence and noise. Dropped when the model itself doubts there
+# was speech (no_speech_prob) or is unsure of the words (avg_logprob).
+_HALLUCINATIONS = frozenset(
+    {
+        "you",
+        "thank you",
+        "thank you very much",
+        "thanks for watching",
+        "thank you for watching",
+        "oh",
+        "uh",
+        "um",
+        "hmm",
+        "please subscribe",
+        "subtitles by the amaraorg community",
+        "",
+    }
+)
+_NON_ALNUM = re.compile(r"[^a-z0-9 ]+")
+
+
+def is_hallucination(text: str, no_speech_prob: float, avg_logprob: float) -> bool:
+    if no_speech_prob > 0.6 and avg_logprob < -1.0:
+        return True
+    # a real "thank you" is kept: only when the model itself doubts there was speech
+    norm = _NON_ALNUM.sub("", text.lower()).strip()
+    return norm in _HALLUCINATIONS and no_speech_prob > 0.4
+
+
+def combine_segments(segments: Iterable[tuple[str, float, float]]) -> tuple[str, float | None]:
+    """(text, no_speech_prob, avg_logprob) per segment -> text, confidence; hallucinations out."""
+    texts: list[str] = []
+    logprobs: list[float] = []
+    for text, no_speech_prob, avg_logprob in segments:
+        if is_hallucination(text, no_speech_prob, avg_logprob):
+            log.debug("dropped a likely hallucination (no_speech_prob %.2f)", no_speech_prob)
+            continue
+        texts.append(text.strip())
+        logprobs.append(avg_logprob)
+    confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else None
+    return " ".join(t for t in texts if t), confidence
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    text: str
+    confidence: float | None
+    language: str | None
+
+
+DecodeFn = Callable[[Int16Array, str | None, tuple[str, ...], bool], Awaitable[Decoded]]
+_Job = tuple[tuple[Int16Array, str | None, tuple[str, ...], bool], "asyncio.Future[Decoded | None]"]
+
+
+class DecodeScheduler:
+    """Runs a backend's decodes, ``concurrency`` at a time: finals first (FIFO), then the oldest
+    latest-partial of each session. Decode arguments: (audio, language, keyterms, final)."""
+
+    def __init__(self, decode: DecodeFn, concurrency: int = 1, name: str = "decode") -> None:
+        self._decode = decode
+        self._concurrency = concurrency
+        self._name = name
+        self._finals: deque[_Job] = deque()
+        self._partials: dict[str, _Job] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.decodes = 0
+        self.skipped_partials = 0
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        return len(self._finals) + len(self._partials)
+
+    def submit(
+        self,
+        key: str,
+        audio: Int16Array,
+        language: str | None,
+        keyterms: tuple[str, ...],
+        final: bool,
+    ) -> asyncio.Future[Decoded | None]:
+        """Queue a decode; a partial's future gives None if a newer request superseded it."""
+        fut: asyncio.Future[Decoded | None] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_exception(RuntimeError(f"the {self._name} backend is shut down"))
+            return fut
+        self.cancel_partial(key)
+        job: _Job = ((audio, language, keyterms, final), fut)
+        if final:
+            self._finals.append(job)
+        else:
+            self._partials[key] = job
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"{self._name}-scheduler-{i}")
+                for i in range(self._concurrency)
+            ]
+        self._wake.set()
+        return fut
+
+    def cancel_partial(self, key: str) -> None:
+        """Skip ``key``'s queued partial (its utterance ended, or a newer one replaces it)."""
+        old = self._partials.pop(key, None)
+        if old is not None and not old[1].done():
+            self.skipped_partials += 1
+            old[1].set_result(None)
+
+    async def _run(self) -> None:
+        while True:
+            if self._finals:
+                args, fut = self._finals.popleft()
+            elif self._partials:
+                key = next(iter(self._partials))  # insertion order: the oldest request
+                args, fut = self._partials.pop(key)
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if fut.done():
+                continue
+            try:
+                result = await self._decode(*args)
+            except asyncio.CancelledError:  # shut down mid-decode: nobody waits forever
+                if not fut.done():
+                    fut.set_exception(RuntimeError(f"the {self._name} backend shut down first"))
+                raise
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            self.decodes += 1
+            if not fut.done():
+                fut.set_result(result)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for _, fut in [*self._finals, *self._partials.values()]:
+            if not fut.done():
+                fut.set_exception(RuntimeError(f"the {self._name} backend shut down first"))
+        self._finals.clear()
+        self._partials.clear()
+
+
+class Transcriber(Protocol):
+    """The part of a backend an :class:`UtteranceStream` uses."""
+
+    settings: Settings
+    english_only: bool
+
+    @property
+    def scheduler(self) -> DecodeScheduler: ...
+
+    def describe(self) -> str: ...
+
+    def languages(self) -> frozenset[str] | None:
+        """Language codes the model knows, or None if the backend cannot tell."""
+
+
+class UtteranceStream:
+    """One session's view of a shared utterance recognizer."""
+
+    def __init__(self, backend: Transcriber, params: StreamParams) -> None:
+        self._backend = backend
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        self._params = self._checked(params)
+        self._interval = backend.settings.stt_partial_interval
+        self._utterance = -1
+        self._start = 0  # session sample index of self._chunks[0]
+        self._chunks: list[Int16Array] = []
+        self._samples = 0
+        self._decoded_samples = 0  # buffer length at the last partial decode
+        self._last_partial_text = ""
+        self._last_partial_at = 0.0
+        self._finals: deque[tuple[int, int, Int16Array]] = deque()  # (utterance, start, audio)
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task = asyncio.create_task(self._run(), name=f"utterances-{params.session_id}")
+
+    # --- RecognizerStream -----------------------------------------------------------------------
+    def send_audio(self, samples: Int16Array, offset: int, utterance: int) -> None:
+        if utterance != self._utterance:
+            self._reset(utterance, offset)
+        elif not self._samples:
+            self._start = offset  # first audio of an utterance announced by the last flush
+        self._chunks.append(samples)
+        self._samples += samples.size
+        self._wake.set()
+
+    def flush(self, utterance: int, until: int | None = None) -> None:
+        if utterance != self._utterance or not self._samples:
+            # nothing was sent for it (all-silent utterance): no final
+            if utterance == self._utterance:
+                self._reset(utterance + 1, self._start)
+            return
+        audio = np.concatenate(self._chunks)
+        if until is not None and self._start < until < self._start + audio.size:
+            cut = until - self._start
+            self._finals.append((utterance, self._start, audio[:cut]))
+            self._reset(utterance + 1, until)
+            self._chunks, self._samples = [audio[cut:]], audio.size - cut
+        else:
+            self._finals.append((utterance, self._start, audio))
+            self._reset(utterance + 1, self._start + audio.size)
+        # a partial of this utterance still queued is stale now: skip it, the final comes next
+        self._backend.scheduler.cancel_partial(self._params.session_id)
+        self._wake.set()
+
+    def configure(self, params: StreamParams) -> None:
+        self._params = self._checked(params)
+
+    def _checked(self, params: StreamParams) -> StreamParams:
+        """Accept 'en', 'EN' or 'en-US'; an unknown code is reported and auto-detected instead."""
+        if params.language is None:
+            return params
+        code = params.language.lower().replace("_", "-").split("-")[0]
+        if self._backend.english_only:
+            if code != "en":
+                self._events.put_nowait(
+                    RecognitionError(
+                        Code.INVALID_FIELD,
+                        f"language {params.language!r}: the model {self._backend.describe()} knows "
+                        "only English; transcribing as English",
+                    )
+                )
+            return replace(params, language=None)
+        known = self._backend.languages()
+        if known is not None and code not in known:
+            self._events.put_nowait(
+                RecognitionError(
+                    Code.INVALID_FIELD,
+                    f"language {params.language!r} is not a Whisper language code (e.g. 'en', "
+                    "'de'); the language is detected from the audio instead",
+                )
+            )
+            return replace(params, language=None)
+        return replace(params, language=code)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        while (ev := await self._events.get()) is not None:
+            yield ev
+
+    # --- internals ------------------------------------------------------------------------------
+    def _reset(self, utterance: int, start: int) -> None:
+        self._utterance = utterance
+        self._start = start
+        self._chunks = []
+        self._samples = 0
+        self._decoded_samples = 0
+        self._last_partial_text = ""
+
+    def _partial_due(self, now: float) -> float | None:
+        """0 if a partial should start now, seconds to wait if one will be due, None if none."""
+        if self._interval <= 0 or self._samples < MIN_DECODE_SAMPLES:
+            return None
+        if self._samples == self._decoded_samples:
+            return None
+        return max(0.0, self._last_partial_at + self._interval - now)
+
+    async def _run(self) -> None:
+        sched = self._backend.scheduler
+        key = self._params.session_id
+        try:
+            while True:
+                if self._finals:
+                    utt, start, audio = self._finals.popleft()
+                    await self._decode_final(sched, key, utt, start, audio)
+                    continue
+                if self._closing:
+                    break
+                due = self._partial_due(time.monotonic())
+                if due == 0.0:
+                    await self._decode_partial(sched, key)
+                    continue
+                self._wake.clear()
+                if due is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), due)
+        finally:
+            self._events.put_nowait(None)
+
+    async def _decode_final(
+        self, sched: DecodeScheduler, key: str, utt: int, start: int, audio: Int16Array
+    ) -> None:
+        p = self._params
+        try:
+            res = await sched.submit(key, audio, p.language, p.keyterms, True)
+        except Exception as exc:
+            log.error("session %s: final decode failed: %s", key, exc)
+            self._events.put_nowait(RecognitionError(Code.BACKEND_ERROR, str(exc), utterance=utt))
+            return
+        assert res is not None  # finals are never skipped
+        self._events.put_nowait(_event(utt, start, audio.size, res, final=True))
+
+    async def _decode_partial(self, sched: DecodeScheduler, key: str) -> None:
+        utt, start = self._utterance, self._start
+        audio = np.concatenate(self._chunks)
+        self._chunks = [audio]
+        self._decoded_samples = audio.size
+        self._last_partial_at = time.monotonic()
+        p = self._params
+        try:
+            res = await sched.submit(key, audio, p.language, p.keyterms, False)
+        except Exception as exc:  # the final reports a lasting failure; a partial only logs
+            log.warning("session %s: partial decode failed: %s", key, exc)
+            return
+        if res is None or utt != self._utterance or self._finals:
+            return  # skipped under load, or the utterance already ended: its final follows
+        if res.text and res.text != self._last_partial_text:
+            self._last_partial_text = res.text
+            self._events.put_nowait(_event(utt, start, audio.size, res, final=False))
+
+
+def _event(utterance: int, start: int, samples: int, res: Decoded, final: bool) -> RecognitionEvent:
+    return RecognitionEvent(
+        utterance=utterance,
+        text=res.text,
+        is_final=final,
+        audio_start=start / TARGET_RATE,
+        audio_end=(start + samples) / TARGET_RATE,
+        confidence=None if res.confidence is None else round(res.confidence, 4),
+        language=res.language,
+    )
