@@ -7,6 +7,7 @@ leave no clicks. ``FrameSplitter`` cuts the result into fixed-size frames for th
 
 from __future__ import annotations
 
+import io
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,17 @@ def rms_dbfs(frame: Int16Array) -> float:
 
 def to_float32(samples: Int16Array) -> npt.NDArray[np.float32]:
     return samples.astype(np.float32) / 32768.0
+
+
+def wav_bytes(samples: Int16Array, rate: int = TARGET_RATE) -> bytes:
+    """A mono 16-bit PCM WAV file in memory."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.astype("<i2", copy=False).tobytes())
+    return buf.getvalue()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
-IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper"})
+IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http"})
 
 
 class ConfigError(Exception):
@@ -41,6 +48,24 @@ class Settings(BaseSettings):
     whisper_url: str = Field(
         "http://whisper-predictor.ai-ml.svc.cluster.local",
         description="OpenAI-compatible Whisper server (whisper-http backend)",
+    )
+    whisper_api_key: SecretStr | None = Field(
+        None, description="bearer token for the whisper-http server (optional)"
+    )
+    whisper_http_model: str = Field(
+        "whisper-1", description="the 'model' field sent to the whisper-http server"
+    )
+    whisper_http_timeout: float = Field(
+        30.0, gt=0, le=600, description="seconds to wait for a whisper-http answer (read timeout)"
+    )
+    whisper_http_connect_timeout: float = Field(
+        3.0, gt=0, le=60, description="seconds to connect to the whisper-http server"
+    )
+    whisper_http_concurrency: int = Field(
+        4, ge=1, le=256, description="whisper-http requests in flight per worker"
+    )
+    whisper_http_retries: int = Field(
+        3, ge=0, le=10, description="retries of a final on 429, 5xx or connection errors"
     )
     whisper_model_size: str = Field(
         "",
@@ -118,6 +143,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _backend_available(self) -> Settings:
+        if self.stt_backend == "whisper-http" and not self.whisper_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ValueError(
+                f"WHISPER_URL must be an http:// or https:// URL for STT_BACKEND=whisper-http "
+                f"(got {self.whisper_url!r})"
+            )
         if self.stt_backend not in IMPLEMENTED_BACKENDS:
             raise ValueError(
                 f"STT_BACKEND={self.stt_backend!r} is not available in this version "

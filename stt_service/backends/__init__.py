@@ -12,4 +12,8 @@ def make_recognizer(settings: Settings) -> Recognizer:
         from .whisper_local import WhisperLocal
 
         return WhisperLocal(settings)
+    if settings.stt_backend == "whisper-http":
+        from .whisper_http import WhisperHTTP
+
+        return WhisperHTTP(settings)
     raise ValueError(f"STT_BACKEND={settings.stt_backend!r} is not available in this version")
