@@ -276,7 +276,7 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
             last = max(
                 (r.arrivals[-1] for r in collector.sessions.values() if r.arrivals), default=0
             )
-            if last and time.monotonic() - last > 2.0:
+            if last and time.monotonic() - last > 4.0:
                 break
     except asyncio.CancelledError:
         pass
