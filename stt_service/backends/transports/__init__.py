@@ -1,0 +1,1 @@
+"""Duplex transports a streaming recognizer protocol runs over."""

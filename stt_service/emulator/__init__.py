@@ -1,0 +1,1 @@
+"""Local stand-ins for remote recognizers, for tests, benchmarks and offline development."""
