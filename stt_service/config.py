@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
-IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http"})
+IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http", "flux"})
 
 
 class ConfigError(Exception):
@@ -78,6 +78,29 @@ class Settings(BaseSettings):
     )
     whisper_beam_size: int = Field(1, ge=1, le=10, description="beam size of final decodes")
     whisper_cpu_threads: int = Field(0, ge=0, description="CPU threads for inference; 0: all cores")
+
+    # --- Deepgram on SageMaker ----------------------------------------------------------------
+    sagemaker_endpoint_name: str = Field("", description="the SageMaker endpoint serving Deepgram")
+    aws_region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),
+        description="the endpoint's AWS region",
+    )
+    aws_endpoint_url_sagemaker_runtime_http2: str = Field(
+        "", description="overrides https://runtime.sagemaker.{region}.amazonaws.com:8443"
+    )
+    aws_ca_bundle: str = Field("", description="PEM file of extra CAs to trust for that endpoint")
+    flux_model: str = Field("flux-general-en", description="Flux model name")
+    flux_eot_threshold: float | None = Field(
+        None, ge=0.5, le=0.9, description="Flux end-of-turn confidence threshold"
+    )
+    flux_eager_eot_threshold: float | None = Field(
+        None, ge=0.3, le=0.9, description="Flux EagerEndOfTurn threshold (off when unset)"
+    )
+    flux_eot_timeout_ms: int | None = Field(
+        None, ge=500, le=10_000, description="Flux: silence (ms) that forces an end of turn"
+    )
+    flux_keyterms: str = Field("", description="comma-separated keyterms for every session")
 
     # --- utterances and VAD -----------------------------------------------------------------
     stt_buffer_size_bytes: int = Field(
@@ -150,6 +173,16 @@ class Settings(BaseSettings):
                 f"WHISPER_URL must be an http:// or https:// URL for STT_BACKEND=whisper-http "
                 f"(got {self.whisper_url!r})"
             )
+        if self.stt_backend == "flux" and not self.sagemaker_endpoint_name:
+            raise ValueError("SAGEMAKER_ENDPOINT_NAME: required for STT_BACKEND=flux")
+        if (
+            self.flux_eager_eot_threshold is not None
+            and self.flux_eot_threshold is not None
+            and self.flux_eager_eot_threshold > self.flux_eot_threshold
+        ):
+            raise ValueError("FLUX_EAGER_EOT_THRESHOLD must not exceed FLUX_EOT_THRESHOLD")
+        if self.aws_ca_bundle and not Path(self.aws_ca_bundle).is_file():
+            raise ValueError(f"AWS_CA_BUNDLE: no such file {self.aws_ca_bundle!r}")
         if self.stt_backend not in IMPLEMENTED_BACKENDS:
             raise ValueError(
                 f"STT_BACKEND={self.stt_backend!r} is not available in this version "

@@ -175,6 +175,8 @@ class Session:
             case Configure():
                 return self._on_configure(msg)
             case Finalize():
+                if not self.config.service_endpointing:  # the backend ends its turn now
+                    return [EndUtterance(0)] if self._audio_started else []
                 return self._end_utterance()
             case End():
                 return self.close(now, reason="end")

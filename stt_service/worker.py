@@ -78,7 +78,7 @@ async def connect_nats(
         return bool(holder) and (holder[0].is_closed or holder[0].is_draining)
 
     async def on_error(exc: Exception) -> None:
-        log.warning("NATS: %s", exc or type(exc).__name__)
+        log.warning("NATS: %s", str(exc) or type(exc).__name__)
 
     async def on_disconnect() -> None:
         if not shutting_down():
@@ -109,7 +109,7 @@ async def connect_nats(
         ) from None
     except Exception as exc:
         raise RuntimeError(
-            f"cannot connect to NATS at {url}: {exc or type(exc).__name__}"
+            f"cannot connect to NATS at {url}: {str(exc) or type(exc).__name__}"
         ) from None
     holder.append(nc)
     return nc
@@ -164,7 +164,7 @@ class Worker:
                 drained = self._sub.drain()  # type: ignore[no-untyped-call]
                 await asyncio.wait_for(drained, self.settings.stt_drain_timeout / 2)
             except Exception as exc:
-                log.warning("could not drain the subscription: %s", exc or type(exc).__name__)
+                log.warning("could not drain the subscription: %s", str(exc) or type(exc).__name__)
         log.info("draining %d session(s)", len(self.sessions))
         now = time.time()
         for sid, live in list(self.sessions.items()):

@@ -65,7 +65,7 @@ def test_valid_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         ("STT_CHUNK_TIMEOUT", "abc"),
         ("STT_ENABLE_VAD", "maybe"),
         ("STT_BACKEND", "bogus"),
-        ("STT_BACKEND", "flux"),  # in the contract, not implemented yet
+        ("STT_BACKEND", "nova"),  # in the contract, not implemented yet
         ("WHISPER_DEVICE", "tpu"),
         ("STT_INPUT_SUBJECT", "a.*"),
         ("STT_OUTPUT_SUBJECT", "a.>"),
@@ -82,6 +82,23 @@ def test_invalid_value_is_one_line_naming_the_variable(
     assert "\n" not in text
     assert variable in text
     assert value in text  # the operator sees what they set
+
+
+def test_flux_needs_an_endpoint_and_ordered_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STT_BACKEND", "flux")
+    with pytest.raises(ConfigError, match="SAGEMAKER_ENDPOINT_NAME"):
+        load_settings()
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "my-flux")
+    monkeypatch.setenv("FLUX_EOT_THRESHOLD", "0.6")
+    monkeypatch.setenv("FLUX_EAGER_EOT_THRESHOLD", "0.8")
+    with pytest.raises(ConfigError, match="FLUX_EAGER_EOT_THRESHOLD"):
+        load_settings()
+    monkeypatch.setenv("FLUX_EAGER_EOT_THRESHOLD", "0.4")
+    monkeypatch.setenv("AWS_CA_BUNDLE", "/nonexistent/ca.pem")
+    with pytest.raises(ConfigError, match="AWS_CA_BUNDLE"):
+        load_settings()
+    monkeypatch.delenv("AWS_CA_BUNDLE")
+    assert load_settings().sagemaker_endpoint_name == "my-flux"
 
 
 def test_lower_case_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

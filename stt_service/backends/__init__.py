@@ -12,6 +12,10 @@ def make_recognizer(settings: Settings) -> Recognizer:
         from .whisper_local import WhisperLocal
 
         return WhisperLocal(settings)
+    if settings.stt_backend == "flux":
+        from .flux import FluxSageMaker
+
+        return FluxSageMaker(settings)
     if settings.stt_backend == "whisper-http":
         from .whisper_http import WhisperHTTP
 

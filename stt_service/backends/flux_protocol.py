@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
-from ..protocol import Word
+from ..protocol import Code, Word
 from .base import RecognitionError, RecognitionEvent, StreamEvent, StreamParams
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,9 @@ class FluxReceiver:
             kind = msg["type"]
         except (ValueError, TypeError, KeyError):
             shown = text[:80] if isinstance(text, str) else repr(text[:80])
-            return [RecognitionError("backend_error", f"Flux sent an unreadable message: {shown}")]
+            return [
+                RecognitionError(Code.BACKEND_ERROR, f"Flux sent an unreadable message: {shown}")
+            ]
         if kind == "Connected":
             self.connected = True
             self.request_id = msg.get("request_id")
@@ -128,12 +130,12 @@ class FluxReceiver:
         if kind == "ConfigureFailure":
             detail = msg.get("description") or msg.get("code") or "rejected"
             return [
-                RecognitionError("configure_failed", f"Flux refused the configuration: {detail}")
+                RecognitionError(Code.CONFIGURE_FAILED, f"Flux refused the configuration: {detail}")
             ]
         if kind == "Error":
             return [
                 RecognitionError(
-                    "backend_error",
+                    Code.BACKEND_ERROR,
                     f"Flux error {msg.get('code', '?')}: {msg.get('description', '')}".strip(),
                 )
             ]

@@ -79,6 +79,7 @@ class SageMakerApp:
     """The ASGI application. ``script`` is what Flux 'hears' in each turn."""
 
     script: Sequence[str] = ("hello world",)
+    endpoints: frozenset[str] | None = None  # None: every endpoint name exists
     requests: list[RecordedRequest] = field(default_factory=list)
     streams: list[FluxEmulator] = field(default_factory=list)
 
@@ -95,6 +96,15 @@ class SageMakerApp:
         self.requests.append(
             RecordedRequest(match.group(1), path, query, scope.get("http_version"))
         )
+        if self.endpoints is not None and match.group(1) not in self.endpoints:
+            await _error(
+                send,
+                receive,
+                400,
+                "ValidationError",
+                f"Endpoint {match.group(1)} of account 000000000000 not found.",
+            )
+            return
         if path != "v2/listen":
             await _error(
                 send,
@@ -208,8 +218,15 @@ def _tolerate_late_data() -> None:
 class SageMakerEmulator:
     """``async with SageMakerEmulator() as emu:`` serves on ``emu.url``; trust ``emu.ca_path``."""
 
-    def __init__(self, script: Sequence[str] = ("hello world",), port: int | None = None) -> None:
-        self.app = SageMakerApp(script=script)
+    def __init__(
+        self,
+        script: Sequence[str] = ("hello world",),
+        port: int | None = None,
+        endpoints: Sequence[str] | None = None,
+    ) -> None:
+        self.app = SageMakerApp(
+            script=script, endpoints=None if endpoints is None else frozenset(endpoints)
+        )
         self.port = port or free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="stt-sagemaker-emulator-")
         self.ca_path = str(Path(self._dir.name) / "ca.pem")
