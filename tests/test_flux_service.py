@@ -45,11 +45,13 @@ async def test_turns_become_partials_and_finals(service) -> None:
             )
         (request,) = emu.app.requests
         closed = emu.app.streams[0].closed
+        configures = emu.app.streams[0].configures
     q = parse_qs(request.query_string or "")
     assert q["model"] == ["flux-general-en"] and q["encoding"] == ["linear16"]
     assert q["sample_rate"] == ["16000"] and q["eot_threshold"] == ["0.7"]
     assert q["eager_eot_threshold"] == ["0.4"] and q["keyterm"] == ["Marianne"]
     assert closed, "end sends CloseStream"
+    assert configures == 0  # start's options went into the query string, not a Configure
     assert not res.errors
     assert [f["transcript"] for f in res.finals] == SCRIPT
     assert [f["turn_index"] for f in res.finals] == [0, 1]
@@ -86,6 +88,7 @@ async def test_configure_mid_stream_and_a_refused_configuration(service) -> None
             res = h.results("flux-cfg")
         model = emu.app.streams[0]
     assert model.eot_threshold == 0.8 and model.keyterms == ["Elinor"]
+    assert model.configures == 2
     assert [e["code"] for e in res.errors] == ["configure_failed"]
 
 

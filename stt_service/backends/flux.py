@@ -92,6 +92,7 @@ class FluxStream:
         self._pending = bytearray()
         self._overflowed = False
         self._closing = False
+        self._connecting = False
         self._task = asyncio.create_task(self._run(), name=f"flux-{params.session_id}")
 
     # --- RecognizerStream -----------------------------------------------------------------------
@@ -109,7 +110,8 @@ class FluxStream:
         options = self._backend.options.for_session(params)
         if options != self._options:
             self._options = options
-            self._queue(options.configure_message())
+            if self._connecting:  # else the options go in the query string (e.g. from start)
+                self._queue(options.configure_message())
 
     async def aclose(self) -> None:
         if not self._closing:
@@ -147,6 +149,7 @@ class FluxStream:
         self._outbox.put_nowait(item)
 
     async def _run(self) -> None:
+        self._connecting = True
         query = self._options.query_string()
         try:
             endpoint = self._backend.settings.sagemaker_endpoint_name

@@ -60,6 +60,7 @@ class FluxEmulator:
         self._last_update = 0.0
         self._revealed = 0
         self.received_bytes = 0
+        self.configures = 0
 
     # --- client -> server -----------------------------------------------------------------------
     def connected(self) -> list[str]:
@@ -192,6 +193,7 @@ class FluxEmulator:
         return self._msg(msg)
 
     def _configure(self, msg: dict[str, Any]) -> list[str]:
+        self.configures += 1
         t = msg.get("thresholds") or {}
         eot = float(t.get("eot_threshold", self.eot_threshold))
         eager = t.get("eager_eot_threshold", self.eager_eot_threshold)
