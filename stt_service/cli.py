@@ -349,6 +349,25 @@ async def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- list-endpoints -------------------------------------------------------------------------------
+def cmd_list_endpoints(args: argparse.Namespace) -> int:
+    try:
+        from .endpoints import format_table, list_endpoints
+
+        endpoints = list_endpoints(args.region, args.status, args.endpoint_url)
+    except ImportError as exc:
+        print(
+            f"stt-service list-endpoints: needs boto3: install stt-service[sagemaker] ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:  # botocore's errors: no credentials, access denied, no network
+        print(f"stt-service list-endpoints: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(endpoints, args.region))
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -405,6 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
     )
     sp.set_defaults(func=cmd_tail)
+    sp = sub.add_parser("list-endpoints", help="list the SageMaker endpoints of a region")
+    sp.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION") or "us-east-1",
+        help="AWS region (default: $AWS_REGION or us-east-1)",
+    )
+    from .endpoints import STATUSES
+
+    sp.add_argument(
+        "--status", choices=sorted(STATUSES), default=None, help="only endpoints in this state"
+    )
+    sp.add_argument(
+        "--endpoint-url",
+        default=os.environ.get("AWS_ENDPOINT_URL_SAGEMAKER"),
+        help="SageMaker API URL (default: AWS's; $AWS_ENDPOINT_URL_SAGEMAKER)",
+    )
+    sp.set_defaults(func=cmd_list_endpoints)
     return p
 
 
