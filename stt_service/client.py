@@ -32,7 +32,6 @@ class SessionResults:
     session_id: str
     messages: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type", "transcript") == kind]

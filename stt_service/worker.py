@@ -403,7 +403,3 @@ class Worker:
             if self._ended:
                 keep = self.settings.stt_session_idle_timeout
                 self._ended = {k: t for k, t in self._ended.items() if now - t < keep}
-
-    def live_session(self, sid: str) -> Session | None:
-        live = self.sessions.get(sid)
-        return live.session if live else None

@@ -23,6 +23,13 @@ from stt_service.worker import Worker
 
 
 @pytest.fixture
+def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials for the standard AWS chain, from the environment as a container gets them."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+
+
+@pytest.fixture
 def nats_server() -> Any:
     with EmbeddedNats() as server:
         yield server

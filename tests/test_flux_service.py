@@ -11,14 +11,8 @@ from stt_service.emulator.sagemaker import SageMakerEmulator
 
 from .speech import joined, utterance
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("aws_test_credentials")]
 SCRIPT = ["he was not an ill disposed young man", "he might even have been made amiable himself"]
-
-
-@pytest.fixture(autouse=True)
-def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "emulator-secret")
 
 
 def flux_settings(emu: SageMakerEmulator, **extra: object) -> dict[str, object]:

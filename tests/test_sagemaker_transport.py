@@ -14,12 +14,7 @@ from stt_service.emulator.sagemaker import SageMakerEmulator
 
 from .speech import joined, utterance
 
-
-@pytest.fixture(autouse=True)
-def aws_test_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    # the standard credential chain, fed from the environment as a container would be
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEMULATOR")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "emulator-secret")
+pytestmark = pytest.mark.usefixtures("aws_test_credentials")
 
 
 async def test_flux_turns_over_the_real_sdk() -> None:

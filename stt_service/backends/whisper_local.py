@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ from .utterance import Decoded, DecodeScheduler, UtteranceStream, combine_segmen
 log = logging.getLogger(__name__)
 
 
+@cache
 def whisper_languages() -> frozenset[str]:
     from faster_whisper.tokenizer import _LANGUAGE_CODES
 
