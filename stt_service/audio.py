@@ -78,6 +78,11 @@ class FrameSplitter:
         self._buf = buf[n * self.frame_samples :].copy()
         return frames
 
+    def take_rest(self) -> Int16Array:
+        """The samples of the incomplete last frame, as they are (maybe none)."""
+        rest, self._buf = self._buf, EMPTY
+        return rest
+
     def flush(self) -> Int16Array | None:
         """The incomplete last frame, zero-padded, or None."""
         if not self._buf.size:

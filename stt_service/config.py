@@ -20,7 +20,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
-IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http", "flux"})
+IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http", "flux", "nova"})
+DEEPGRAM_BACKENDS: frozenset[str] = frozenset({"flux", "nova"})
 
 
 class ConfigError(Exception):
@@ -101,6 +102,47 @@ class Settings(BaseSettings):
         None, ge=500, le=10_000, description="Flux: silence (ms) that forces an end of turn"
     )
     flux_keyterms: str = Field("", description="comma-separated keyterms for every session")
+    nova_model: str = Field("nova-3", description="Nova model name (nova-3, nova-2, ...)")
+    nova_language: str = Field("", description="Nova language (e.g. en, multi); empty: model's")
+    nova_endpointing_ms: int = Field(
+        300, ge=10, le=10_000, description="Nova: silence (ms) after speech that ends an utterance"
+    )
+    nova_smart_format: bool = Field(True, description="Nova smart formatting of numbers, dates")
+    nova_keyterms: str = Field(
+        "", description="comma-separated keyterms (keywords on nova-2) for every session"
+    )
+
+    # --- Deepgram transport and faults (flux and nova) ----------------------------------------
+    deepgram_transport: Literal["auto", "sagemaker", "websocket"] = Field(
+        "auto",
+        description="sagemaker, websocket (Deepgram's hosted API) or auto: sagemaker when "
+        "SAGEMAKER_ENDPOINT_NAME is set, else websocket when DEEPGRAM_API_KEY is",
+    )
+    deepgram_api_key: SecretStr | None = Field(
+        None, description="API key for Deepgram's hosted API (websocket transport)"
+    )
+    deepgram_url: str = Field(
+        "wss://api.deepgram.com", description="base URL of Deepgram's hosted streaming API"
+    )
+    deepgram_max_retries: int = Field(
+        5, ge=0, le=100, description="reconnect attempts per outage (0: report the first failure)"
+    )
+    deepgram_initial_backoff: float = Field(
+        0.1, gt=0, le=60, description="seconds before the first retry (doubling, jittered)"
+    )
+    deepgram_max_backoff: float = Field(
+        5.0, gt=0, le=300, description="longest wait between two retries, in seconds"
+    )
+    deepgram_retry_budget: float = Field(
+        30.0, gt=0, le=3600, description="seconds an outage may last before the session is told"
+    )
+    deepgram_replay_buffer_bytes: int = Field(
+        1_920_000,
+        ge=0,
+        le=64_000_000,
+        description="unfinished-turn audio kept per session to resend after a reconnect "
+        "(1920000 = 60 s)",
+    )
 
     # --- utterances and VAD -----------------------------------------------------------------
     stt_buffer_size_bytes: int = Field(
@@ -173,8 +215,22 @@ class Settings(BaseSettings):
                 f"WHISPER_URL must be an http:// or https:// URL for STT_BACKEND=whisper-http "
                 f"(got {self.whisper_url!r})"
             )
-        if self.stt_backend == "flux" and not self.sagemaker_endpoint_name:
-            raise ValueError("SAGEMAKER_ENDPOINT_NAME: required for STT_BACKEND=flux")
+        if self.stt_backend in DEEPGRAM_BACKENDS:
+            transport = self.resolved_deepgram_transport()
+            if transport == "sagemaker" and not self.sagemaker_endpoint_name:
+                raise ValueError(
+                    f"SAGEMAKER_ENDPOINT_NAME: required for STT_BACKEND={self.stt_backend} on "
+                    "SageMaker (or set DEEPGRAM_API_KEY to use Deepgram's hosted API)"
+                )
+            if transport == "websocket" and not self.deepgram_api_key:
+                raise ValueError(
+                    f"DEEPGRAM_API_KEY: required for STT_BACKEND={self.stt_backend} with "
+                    "DEEPGRAM_TRANSPORT=websocket"
+                )
+            if not self.deepgram_url.startswith(("wss://", "ws://")):
+                raise ValueError(
+                    f"DEEPGRAM_URL must be a wss:// or ws:// URL (got {self.deepgram_url!r})"
+                )
         if (
             self.flux_eager_eot_threshold is not None
             and self.flux_eot_threshold is not None
@@ -191,6 +247,13 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ----------------------------------------------------------------------------
+    def resolved_deepgram_transport(self) -> Literal["sagemaker", "websocket"]:
+        if self.deepgram_transport != "auto":
+            return self.deepgram_transport
+        if not self.sagemaker_endpoint_name and self.deepgram_api_key:
+            return "websocket"
+        return "sagemaker"
+
     @property
     def max_utterance_samples(self) -> int:
         return self.stt_buffer_size_bytes // 2

@@ -37,6 +37,7 @@ class Code:
     UNKNOWN_SESSION = "unknown_session"
     SERVICE_DRAINING = "service_draining"
     BACKEND_ERROR = "backend_error"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
     CONFIGURE_FAILED = "configure_failed"
     INTERNAL_ERROR = "internal_error"
 

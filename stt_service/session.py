@@ -176,7 +176,15 @@ class Session:
                 return self._on_configure(msg)
             case Finalize():
                 if not self.config.service_endpointing:  # the backend ends its turn now
-                    return [EndUtterance(0)] if self._audio_started else []
+                    if not self._audio_started:
+                        return []
+                    # every sample heard goes first, even a partial VAD frame
+                    rest = self._splitter.take_rest()
+                    actions: list[Action] = []
+                    if rest.size:
+                        actions.append(SendAudio(rest, self.samples_heard, 0))
+                        self.samples_heard += rest.size
+                    return [*actions, EndUtterance(0)]
                 return self._end_utterance()
             case End():
                 return self.close(now, reason="end")

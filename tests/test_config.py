@@ -65,7 +65,8 @@ def test_valid_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         ("STT_CHUNK_TIMEOUT", "abc"),
         ("STT_ENABLE_VAD", "maybe"),
         ("STT_BACKEND", "bogus"),
-        ("STT_BACKEND", "nova"),  # in the contract, not implemented yet
+        ("DEEPGRAM_TRANSPORT", "carrier-pigeon"),
+        ("DEEPGRAM_RETRY_BUDGET", "-1"),
         ("WHISPER_DEVICE", "tpu"),
         ("STT_INPUT_SUBJECT", "a.*"),
         ("STT_OUTPUT_SUBJECT", "a.>"),
@@ -99,6 +100,22 @@ def test_flux_needs_an_endpoint_and_ordered_thresholds(monkeypatch: pytest.Monke
         load_settings()
     monkeypatch.delenv("AWS_CA_BUNDLE")
     assert load_settings().sagemaker_endpoint_name == "my-flux"
+    assert load_settings().resolved_deepgram_transport() == "sagemaker"
+
+
+def test_deepgram_transport_follows_what_is_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STT_BACKEND", "nova")
+    with pytest.raises(ConfigError, match=r"SAGEMAKER_ENDPOINT_NAME.*DEEPGRAM_API_KEY"):
+        load_settings()
+    monkeypatch.setenv("DEEPGRAM_API_KEY", "dg-key")
+    assert load_settings().resolved_deepgram_transport() == "websocket"
+    monkeypatch.setenv("SAGEMAKER_ENDPOINT_NAME", "my-nova")
+    assert load_settings().resolved_deepgram_transport() == "sagemaker"
+    monkeypatch.setenv("DEEPGRAM_TRANSPORT", "websocket")
+    assert load_settings().resolved_deepgram_transport() == "websocket"
+    monkeypatch.delenv("DEEPGRAM_API_KEY")
+    with pytest.raises(ConfigError, match="DEEPGRAM_API_KEY"):
+        load_settings()
 
 
 def test_lower_case_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

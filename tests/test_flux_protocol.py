@@ -142,13 +142,14 @@ def test_reconnect_keeps_times_and_turns_session_relative_and_no_final_twice() -
     rx.feed(turn_info("EndOfTurn", 0, "first turn", 0.0, 2.0))
     rx.feed(turn_info("Update", 1, "second", 2.5, 3.0))  # unfinished when the stream breaks
     # reconnect: the unfinished turn's audio (from 2.4 s of the session) is sent again
-    rx.rebase(2.4)
+    rx.rebase(lambda t: 2.4 + t)
     (update,) = rx.feed(turn_info("Update", 0, "second turn", 0.1, 0.9))
     (final,) = rx.feed(turn_info("EndOfTurn", 0, "second turn", 0.1, 1.2))
     assert isinstance(final, RecognitionEvent) and isinstance(update, RecognitionEvent)
     assert final.turn_index == 1 and final.is_final
     assert (final.audio_start, final.audio_end) == (2.5, 3.6)
     assert final.words is not None and final.words[0].start == 2.5
+    assert rx.finalized_until == 3.6  # a later reconnect resends only audio after this
     # the server repeating that final (or an older one) publishes nothing
     assert rx.feed(turn_info("EndOfTurn", 0, "second turn", 0.1, 1.2)) == []
     (next_turn,) = rx.feed(turn_info("EndOfTurn", 1, "third", 2.0, 3.0))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from smithy_core.exceptions import CallError
 
 from stt_service.backends.base import RecognitionEvent, StreamParams
 from stt_service.backends.flux_protocol import CLOSE_STREAM, PATH, FluxOptions, FluxReceiver
+from stt_service.backends.transports.base import TransportError
 from stt_service.backends.transports.sagemaker import SageMakerDuplex, make_client
-from stt_service.emulator.sagemaker import SageMakerEmulator
+from stt_service.emulator.sagemaker import Fault, SageMakerEmulator
 
 from .speech import joined, utterance
 
@@ -57,11 +57,42 @@ async def test_flux_turns_over_the_real_sdk() -> None:
 async def test_unknown_model_path_fails_at_connect() -> None:
     async with SageMakerEmulator() as emu:
         client = await make_client("us-east-1", endpoint_uri=emu.url, ca_bundle=emu.ca_path)
-        with pytest.raises(CallError) as err:
+        with pytest.raises(TransportError) as err:
             await SageMakerDuplex.open(client, "nova-ep", "v9/unknown", "")
         # the connection survives for the next stream
         duplex = await SageMakerDuplex.open(client, "flux-ep", PATH, "")
         assert await duplex.receive() is not None  # Connected
         await duplex.close_input()
         await duplex.aclose()
-    assert err.value.fault == "client"
+    assert not err.value.retryable and "400" in str(err.value)
+
+
+# What each failure the SDK can raise means for a stream: (fault, retryable, words in the message)
+FAULTS = [
+    (Fault(status=429, error_type="ThrottlingException"), True, "ThrottlingException"),
+    (Fault(status=503, error_type="ServiceUnavailable"), True, "503"),
+    (Fault(status=500, error_type="InternalFailure"), True, "500"),
+    (Fault(status=502), True, "unreadable error response"),  # a proxy's page, no error type
+    (Fault(status=400, error_type="ValidationError"), False, "400"),
+    (Fault(status=403, error_type="UnrecognizedClientException"), False, "not authorised"),
+    (Fault(status=424, error_type="ModelError"), False, "model refused"),
+    (Fault(after_bytes=2560, stream_error="InternalStreamFailure"), True, "internal stream"),
+    (Fault(after_bytes=2560, stream_error="ModelStreamError"), False, "model failed"),
+]
+
+
+@pytest.mark.parametrize(("fault", "retryable", "words"), FAULTS)
+async def test_each_failure_is_classified(fault: Fault, retryable: bool, words: str) -> None:
+    async with SageMakerEmulator(faults=[fault]) as emu:
+        client = await make_client("us-east-1", endpoint_uri=emu.url, ca_bundle=emu.ca_path)
+        with pytest.raises(TransportError) as err:
+            duplex = await SageMakerDuplex.open(client, "flux-ep", PATH, "")
+            try:
+                for _ in range(3):
+                    await duplex.send_binary(bytes(2560))
+                while await asyncio.wait_for(duplex.receive(), 5) is not None:
+                    pass
+            finally:
+                await duplex.aclose()
+    assert err.value.retryable is retryable
+    assert words in str(err.value)

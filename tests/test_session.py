@@ -306,6 +306,17 @@ def test_finalize_mid_utterance_ends_it_and_keeps_the_session() -> None:
     assert s.handle(msg({"type": "finalize"}), now)[-1] == EndUtterance(1)
 
 
+def test_finalize_on_a_backend_stream_sends_every_sample_before_the_end() -> None:
+    speech = utterance("0870").samples[: 16000 * 2 + 123]  # not a whole number of VAD frames
+    s = new_session(SessionConfig(service_endpointing=False))
+    actions, now = feed(s, speech, T0)
+    actions += s.handle(msg({"type": "finalize"}), now)
+    assert isinstance(actions[-1], EndUtterance)
+    sent = sends(actions)
+    assert sum(a.samples.size for a in sent) == speech.size
+    assert all(a.offset == b.offset + b.samples.size for b, a in itertools.pairwise(sent))
+
+
 def test_finalize_without_speech_does_nothing() -> None:
     s = new_session()
     _, now = feed(s, silence(1.0), T0)

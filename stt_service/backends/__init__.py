@@ -13,9 +13,13 @@ def make_recognizer(settings: Settings) -> Recognizer:
 
         return WhisperLocal(settings)
     if settings.stt_backend == "flux":
-        from .flux import FluxSageMaker
+        from .flux import flux_backend
 
-        return FluxSageMaker(settings)
+        return flux_backend(settings)
+    if settings.stt_backend == "nova":
+        from .nova import nova_backend
+
+        return nova_backend(settings)
     if settings.stt_backend == "whisper-http":
         from .whisper_http import WhisperHTTP
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -89,28 +90,32 @@ def _pick[T](override: T | None, default: T | None) -> T | None:
 
 
 class FluxReceiver:
-    """Turns one stream's server messages into stream events.
+    """Turns one session's server messages, across reconnects, into stream events.
 
     Times and turn indices are session-relative: after a reconnect the server starts again from
-    0, so :meth:`rebase` shifts both. A final is never produced twice for the same turn.
+    0, so :meth:`rebase` maps its times through the new connection's timeline and shifts its turn
+    numbers. A final is never produced twice for the same turn.
     """
 
     def __init__(self) -> None:
         self.connected = False
         self.request_id: str | None = None
-        self._time_offset = 0.0
+        self.finalized_until = 0.0  # session seconds: the end of the last finished turn
+        self._to_session: Callable[[float], float] = _identity
         self._turn_offset = 0
         self._last_final_turn = -1
         self.last_turn = -1
 
-    def rebase(self, time_offset_s: float) -> None:
-        """A new connection starts: its audio begins at ``time_offset_s`` of the session, its
-        turn 0 is the session's next turn."""
+    def rebase(self, to_session: Callable[[float], float]) -> None:
+        """A new connection starts; its times map to session seconds through ``to_session``.
+        Its turn 0 is the session's next unfinished turn: the resent audio of an unfinished
+        turn keeps that turn's index, and later turns follow it."""
         self.connected = False
-        self._time_offset = time_offset_s
-        # the resent audio of an unfinished turn is the new connection's turn 0: it keeps the
-        # unfinished turn's index, and later turns follow it
+        self._to_session = to_session
         self._turn_offset = self._last_final_turn + 1
+
+    def finish(self) -> list[StreamEvent]:
+        return []  # Flux holds nothing back: every final came as an EndOfTurn
 
     def feed(self, text: str | bytes) -> list[StreamEvent]:
         try:
@@ -155,16 +160,20 @@ class FluxReceiver:
             return []  # a turn already finalised (replayed after a reconnect): never twice
         if final:
             self._last_final_turn = turn
-        off = self._time_offset
+        at = self._to_session
         words = [
             Word(
                 word=str(w.get("word", "")),
-                start=round(off + float(w.get("start") or 0.0), 3),
-                end=round(off + float(w.get("end") or 0.0), 3),
+                start=round(at(float(w.get("start") or 0.0)), 3),
+                end=round(at(float(w.get("end") or 0.0)), 3),
                 confidence=float(w.get("confidence", 0.0)),
             )
             for w in msg.get("words") or []
         ]
+        audio_start = round(at(float(msg.get("audio_window_start", 0.0))), 3)
+        audio_end = round(at(float(msg.get("audio_window_end", 0.0))), 3)
+        if final:
+            self.finalized_until = max(self.finalized_until, audio_end)
         confidence = (
             sum(w.confidence for w in words) / len(words)
             if words
@@ -175,8 +184,8 @@ class FluxReceiver:
                 utterance=turn,
                 text=str(msg.get("transcript", "")),
                 is_final=final,
-                audio_start=round(off + float(msg.get("audio_window_start", 0.0)), 3),
-                audio_end=round(off + float(msg.get("audio_window_end", 0.0)), 3),
+                audio_start=audio_start,
+                audio_end=audio_end,
                 confidence=None if confidence is None else round(float(confidence), 4),
                 words=words,
                 event=event,
@@ -184,3 +193,7 @@ class FluxReceiver:
                 started_speaking=event == "start_of_turn",
             )
         ]
+
+
+def _identity(t: float) -> float:
+    return t

@@ -158,8 +158,13 @@ class FluxEmulator:
         msg = self._turn_info("EndOfTurn", trigger=trigger)
         self._in_turn = False
         self._eager_sent = False
+        self._loud_run = 0  # a new turn needs speech of its own
         self._turn += 1
         return [msg]
+
+    @property
+    def turns_done(self) -> int:
+        return self._turn
 
     def _words(self) -> list[str]:
         return self.script[self._turn % len(self.script)].split() if self.script else []

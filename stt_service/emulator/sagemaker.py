@@ -67,6 +67,40 @@ class FrameSplitter:
 
 
 @dataclass
+class Fault:
+    """What the emulator does to one request instead of serving it normally (tests' knobs).
+
+    With ``status``, the request is answered at once with that HTTP status and
+    ``x-amzn-errortype: error_type`` (429 ``ThrottlingException``, 503 ``ServiceUnavailable``,
+    400 ``ValidationError``, 424 ``ModelError``...). With ``after_bytes``, the stream is served
+    and fails once the model has received that many audio bytes: an in-stream exception event
+    ``stream_error`` (``InternalStreamFailure``, ``ModelStreamError``), or ``"reset"`` to cut
+    the HTTP/2 stream.
+    """
+
+    status: int | None = None
+    error_type: str = ""
+    message: str = "injected fault"
+    retry_after: float | None = None
+    after_bytes: int | None = None
+    stream_error: str = "InternalStreamFailure"
+
+
+def exception_event(kind: str, message: str, error_code: str | None = None) -> bytes:
+    body: dict[str, str] = {"Message": message}
+    if error_code:
+        body["ErrorCode"] = error_code
+    return EventMessage(
+        headers={
+            ":message-type": "exception",
+            ":exception-type": kind,
+            ":content-type": "application/json",
+        },
+        payload=json.dumps(body).encode(),
+    ).encode()
+
+
+@dataclass
 class RecordedRequest:
     endpoint: str
     invocation_path: str | None
@@ -81,7 +115,14 @@ class SageMakerApp:
     script: Sequence[str] = ("hello world",)
     endpoints: frozenset[str] | None = None  # None: every endpoint name exists
     requests: list[RecordedRequest] = field(default_factory=list)
-    streams: list[FluxEmulator] = field(default_factory=list)
+    streams: list[Any] = field(default_factory=list)  # the model of each served stream
+    faults: list[Fault] = field(default_factory=list)  # consumed one per request, in order
+    keep_audio: bool = False  # record each stream's audio in ``audio``
+    # a new stream goes on with the script where the earlier streams' turns left it, as the
+    # same speaker would after a reconnect (for single-session fault tests)
+    resume_script: bool = False
+    audio: list[bytearray] = field(default_factory=list)
+    on_reset: Callable[[], None] | None = None  # cuts the TCP connections (see ``_Relay``)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,6 +137,12 @@ class SageMakerApp:
         self.requests.append(
             RecordedRequest(match.group(1), path, query, scope.get("http_version"))
         )
+        fault = self.faults.pop(0) if self.faults else None
+        if fault is not None and fault.status is not None:
+            await _error(
+                send, receive, fault.status, fault.error_type, fault.message, fault.retry_after
+            )
+            return
         if self.endpoints is not None and match.group(1) not in self.endpoints:
             await _error(
                 send,
@@ -105,7 +152,8 @@ class SageMakerApp:
                 f"Endpoint {match.group(1)} of account 000000000000 not found.",
             )
             return
-        if path != "v2/listen":
+        factory = _models().get(path or "")
+        if factory is None:
             await _error(
                 send,
                 receive,
@@ -114,8 +162,15 @@ class SageMakerApp:
                 f"model invocation path {path!r} is not served by this endpoint",
             )
             return
-        model = FluxEmulator(query=query, script=self.script)
+        script = list(self.script)
+        if self.resume_script and script:
+            done = sum(getattr(m, "turns_done", 0) for m in self.streams) % len(script)
+            script = script[done:] + script[:done]
+        model = factory(query=query, script=script)
         self.streams.append(model)
+        recorded = bytearray()
+        if self.keep_audio:
+            self.audio.append(recorded)
         await send(
             {
                 "type": "http.response.start",
@@ -149,8 +204,24 @@ class SageMakerApp:
                         replies = model.on_text(data.decode())
                     else:
                         replies = model.on_audio(data)
+                        if self.keep_audio:
+                            recorded.extend(data)
                     for text in replies:
                         out.put_nowait(payload_part(text.encode(), "UTF8"))
+                    if (
+                        fault is not None
+                        and fault.after_bytes is not None
+                        and model.received_bytes >= fault.after_bytes
+                    ):
+                        if fault.stream_error == "reset" and self.on_reset is not None:
+                            self.on_reset()  # a connection reset: every stream on it fails
+                        else:
+                            event = exception_event(fault.stream_error, fault.message)
+                            out.put_nowait(event)
+                            out.put_nowait(None)
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        return
                 if not msg.get("more_body", False):
                     out.put_nowait(None)  # the client's input ended: so does the response
                     while (await receive())["type"] != "http.disconnect":
@@ -169,20 +240,36 @@ class SageMakerApp:
                 task.cancel()
 
 
-async def _error(send: Send, receive: Receive, status: int, kind: str, message: str) -> None:
+def _models() -> dict[str, Callable[..., Any]]:
+    """The model behind each invocation path."""
+    models: dict[str, Callable[..., Any]] = {"v2/listen": FluxEmulator}
+    with contextlib.suppress(ImportError):
+        from .nova import NovaEmulator
+
+        models["v1/listen"] = NovaEmulator
+    return models
+
+
+async def _error(
+    send: Send,
+    receive: Receive,
+    status: int,
+    kind: str,
+    message: str,
+    retry_after: float | None = None,
+) -> None:
     """Answer at once, as SageMaker does, while the client may still be sending; then drain."""
-    body = json.dumps({"__type": kind, "message": message, "Message": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"x-amzn-errortype", kind.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    fields = {"__type": kind, "message": message, "Message": message}
+    body = json.dumps({k: v for k, v in fields.items() if v}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if kind:
+        headers.append((b"x-amzn-errortype", kind.encode()))
+    if retry_after is not None:
+        headers.append((b"retry-after", f"{retry_after:g}".encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
     while True:
         msg = await receive()
@@ -215,6 +302,54 @@ def _tolerate_late_data() -> None:
     H2Protocol._handle_events = handle  # type: ignore[method-assign]
 
 
+class _Relay:
+    """A TCP relay in front of the server whose :meth:`cut` aborts every connection through it,
+    as a network failure or a load balancer restart would (TLS passes through untouched)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._transports: set[asyncio.WriteTransport] = set()
+        self.cuts = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer.transport, up_writer.transport)
+        self._transports.update(pair)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            self._transports.difference_update(pair)
+
+    def cut(self) -> None:
+        self.cuts += 1
+        for transport in list(self._transports):
+            transport.abort()
+
+    async def aclose(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+
 class SageMakerEmulator:
     """``async with SageMakerEmulator() as emu:`` serves on ``emu.url``; trust ``emu.ca_path``."""
 
@@ -223,11 +358,24 @@ class SageMakerEmulator:
         script: Sequence[str] = ("hello world",),
         port: int | None = None,
         endpoints: Sequence[str] | None = None,
+        faults: Sequence[Fault] = (),
+        keep_audio: bool = False,
+        relay: bool = False,
+        resume_script: bool = False,
     ) -> None:
-        self.app = SageMakerApp(
-            script=script, endpoints=None if endpoints is None else frozenset(endpoints)
-        )
         self.port = port or free_port()
+        self.app = SageMakerApp(
+            script=script,
+            endpoints=None if endpoints is None else frozenset(endpoints),
+            faults=list(faults),
+            keep_audio=keep_audio,
+            resume_script=resume_script,
+        )
+        # connection resets need a relay to cut; clients connect through it
+        self._relay: _Relay | None = None
+        if relay or any(f.stream_error == "reset" for f in faults):
+            self._relay = _Relay(self.port)
+            self.app.on_reset = self._relay.cut
         self._dir = tempfile.TemporaryDirectory(prefix="stt-sagemaker-emulator-")
         self.ca_path = str(Path(self._dir.name) / "ca.pem")
         self._shutdown = asyncio.Event()
@@ -235,7 +383,14 @@ class SageMakerEmulator:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        port = self._relay.port if self._relay is not None else self.port
+        return f"https://127.0.0.1:{port}"
+
+    def cut_connections(self) -> None:
+        """Abort every client connection (only with ``relay=True`` or a ``reset`` fault)."""
+        if self._relay is None:
+            raise RuntimeError("cut_connections needs SageMakerEmulator(relay=True)")
+        self._relay.cut()
 
     async def __aenter__(self) -> SageMakerEmulator:
         import trustme
@@ -262,9 +417,13 @@ class SageMakerEmulator:
                 break
             except OSError:
                 await asyncio.sleep(0.025)
+        if self._relay is not None:
+            await self._relay.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._relay is not None:
+            await self._relay.aclose()
         self._shutdown.set()
         if self._task is not None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,556 @@
+"""Deepgram's streaming models (Flux ``v2/listen``, Nova ``v1/listen``) over any transport.
+
+The model finds turns itself, so every frame of a session's audio is streamed, in 80 ms chunks.
+A :class:`Dialect` says what to send and how to read the answers (:mod:`.flux`, :mod:`.nova`); a
+:class:`~.transports.base.Connector` opens the stream (SageMaker HTTP/2, Deepgram's WebSocket).
+This module is the part they share, written once:
+
+- **Faults.** A transport failure is retried with jittered exponential backoff when it is
+  retryable (throttling, 5xx, an internal stream failure, a reset) and while the retry budget
+  lasts; a terminal one (validation, authentication, an unknown endpoint, the model refusing)
+  is reported at once. Either way the session hears it as an ``error`` naming the cause.
+- **Replay.** Audio sent on a connection is kept until the model has finalised it. A new
+  connection first resends only the unfinished turn's audio, then what queued meanwhile. Times
+  stay session-relative and turn numbers keep increasing (:class:`Timeline`, the receiver's
+  ``rebase``); the receiver never produces a final twice. Every buffer is bounded.
+- **Keep-alive.** While the client pauses, the stream is fed silence (Flux has no keep-alive
+  message, and silence lets the model end the turn); Nova switches to ``KeepAlive`` messages
+  after a few seconds. Injected silence is not session audio: :class:`Timeline` maps it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ..audio import Int16Array
+from ..config import Settings
+from ..protocol import Code
+from .base import RecognitionError, StreamEvent, StreamParams
+from .transports.base import Connector, Duplex, TransportError
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+CHUNK_SAMPLES = 1280  # 80 ms
+CHUNK_BYTES = 2 * CHUNK_SAMPLES
+SILENCE = bytes(CHUNK_BYTES)
+MAX_QUEUED_CHUNKS = 750  # 60 s of audio waiting for a slow or lost connection
+CONNECT_WAIT_S = 10.0  # the SDK and awscrt have no connect timeout of their own here
+CLOSE_WAIT_S = 10.0  # after CloseStream, how long the last final may take
+PAUSE_S = 0.5  # no client audio for this long (wall clock): the client has paused
+KEEPALIVE_EVERY_S = 4.0  # Deepgram closes a stream after about 10 s without audio or KeepAlive
+SILENCE_BEFORE_KEEPALIVE_S = 3.0  # silence lets the model end the turn; then KeepAlive suffices
+
+
+class Receiver(Protocol):
+    """Reads one session's model messages (across reconnects) into stream events."""
+
+    finalized_until: float  # session seconds; audio before this need not be resent
+
+    def rebase(self, to_session: Callable[[float], float]) -> None:
+        """A new connection: its model times map to session seconds through ``to_session``."""
+
+    def feed(self, text: str | bytes) -> list[StreamEvent]: ...
+
+    def finish(self) -> list[StreamEvent]:
+        """The stream ended: anything held becomes a final."""
+        ...
+
+
+class Options(Protocol):
+    def query_string(self, sample_rate: int = 16000) -> str: ...
+
+
+class Dialect(Protocol):
+    """One Deepgram API: its path, control messages, options and message reader."""
+
+    name: str  # "Flux", "Nova"
+    path: str
+    force_end: str  # end the current turn now (``finalize``)
+    close_stream: str
+    keep_alive: str | None  # a keep-alive message, or None: only silence keeps the stream open
+
+    def options(self, params: StreamParams) -> Options: ...
+
+    def configure_message(self, options: Options) -> str | None:
+        """The message that applies ``options`` mid-stream; None: the API cannot."""
+        ...
+
+    def receiver(self) -> Receiver: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``DEEPGRAM_*`` retry settings: attempts, backoff and a wall-clock budget per outage."""
+
+    max_retries: int = 5
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+    budget_s: float = 30.0
+    replay_buffer_bytes: int = 60 * RATE * 2
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> RetryPolicy:
+        return cls(
+            max_retries=s.deepgram_max_retries,
+            initial_backoff_s=s.deepgram_initial_backoff,
+            max_backoff_s=s.deepgram_max_backoff,
+            budget_s=s.deepgram_retry_budget,
+            replay_buffer_bytes=s.deepgram_replay_buffer_bytes,
+        )
+
+    def backoff(self, failures: int, retry_after: float | None = None) -> float:
+        """Equal jitter: half the exponential step plus a random half, never under Retry-After."""
+        step = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** max(0, failures - 1))
+        delay = step / 2 + random.uniform(0, step / 2)
+        return max(delay, retry_after or 0.0)
+
+
+class Timeline:
+    """Maps positions in one connection's audio to session positions.
+
+    A connection carries session audio (perhaps starting mid-session, when replaying) and
+    injected keep-alive silence, which is nobody's speech: a time inside it maps to the session
+    position where the silence was inserted.
+    """
+
+    def __init__(self) -> None:
+        self._model_starts: list[int] = []
+        self._segments: list[tuple[int, int, bool]] = []  # model start, session start, silent
+        self.model_samples = 0
+        self._session_end = 0
+
+    def audio(self, session_pos: int, n: int) -> None:
+        last = self._segments[-1] if self._segments else None
+        if last is None or last[2] or self._session_end != session_pos:
+            self._add(session_pos, silent=False)
+        self.model_samples += n
+        self._session_end = session_pos + n
+
+    def silence(self, n: int) -> None:
+        if not self._segments or not self._segments[-1][2]:
+            self._add(self._session_end, silent=True)
+        self.model_samples += n
+
+    def _add(self, session_pos: int, *, silent: bool) -> None:
+        self._model_starts.append(self.model_samples)
+        self._segments.append((self.model_samples, session_pos, silent))
+
+    def to_session(self, model_seconds: float) -> float:
+        m = round(model_seconds * RATE)
+        i = bisect.bisect_right(self._model_starts, m) - 1
+        if i < 0:
+            return (self._segments[0][1] / RATE) if self._segments else model_seconds
+        model_start, session_start, silent = self._segments[i]
+        return (session_start + (0 if silent else m - model_start)) / RATE
+
+
+@dataclass(slots=True)
+class _Audio:
+    pos: int  # session sample index of the first sample
+    data: bytes
+
+
+@dataclass(slots=True)
+class _Control:
+    kind: Literal["force", "configure", "close"]
+    text: str
+
+
+_Item = _Audio | _Control
+
+
+class DeepgramBackend:
+    """A :class:`~.base.Recognizer` for one Deepgram API over one transport."""
+
+    endpointing: Literal["service", "backend"] = "backend"
+
+    def __init__(
+        self,
+        settings: Settings,
+        dialect: Dialect,
+        connector: Connector | None = None,
+        name: str = "",
+    ) -> None:
+        self.settings = settings
+        self.dialect = dialect
+        self.name = name or dialect.name.lower()
+        self.policy = RetryPolicy.from_settings(settings)
+        self._connector = connector
+
+    async def start(self) -> None:
+        if self._connector is None:
+            self._connector = await make_connector(self.settings)
+        log.info("%s", self.describe())
+
+    def ready(self) -> bool:
+        return self._connector is not None
+
+    @property
+    def connector(self) -> Connector:
+        if self._connector is None:
+            raise RuntimeError("the backend has not been started")
+        return self._connector
+
+    def describe(self) -> str:
+        where = self._connector.describe() if self._connector else "(not connected)"
+        return f"Deepgram {self.dialect.describe()} on {where}"
+
+    def open_stream(self, params: StreamParams) -> DeepgramStream:
+        return DeepgramStream(self, params)
+
+    async def aclose(self) -> None:
+        if self._connector is not None:
+            await self._connector.aclose()
+        self._connector = None
+
+
+async def make_connector(settings: Settings) -> Connector:
+    """SageMaker when ``DEEPGRAM_TRANSPORT`` says so (or an endpoint is named), else the
+    hosted WebSocket API with ``DEEPGRAM_API_KEY``."""
+    if settings.resolved_deepgram_transport() == "websocket":
+        from .transports.websocket import WebSocketConnector
+
+        key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
+        return WebSocketConnector(key, base_url=settings.deepgram_url)
+    try:
+        from .transports.sagemaker import SageMakerConnector
+    except ImportError as exc:
+        raise RuntimeError(
+            f"SageMaker streaming needs the AWS SDK: install stt-service[sagemaker] ({exc})"
+        ) from None
+    return await SageMakerConnector.create(
+        settings.sagemaker_endpoint_name,
+        settings.aws_region,
+        endpoint_uri=settings.aws_endpoint_url_sagemaker_runtime_http2 or None,
+        ca_bundle=settings.aws_ca_bundle or None,
+    )
+
+
+class DeepgramStream:
+    """One session's stream: audio and control messages out, model events in, across
+    reconnects. The session-facing calls never block; one task does all the I/O."""
+
+    def __init__(self, backend: DeepgramBackend, params: StreamParams) -> None:
+        self._backend = backend
+        self._dialect = backend.dialect
+        self._policy = backend.policy
+        self._session = params.session_id
+        self._options = self._dialect.options(params)
+        self._rx = self._dialect.receiver()
+        self._events: asyncio.Queue[StreamEvent | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queued_audio = 0
+        self._pending = bytearray()
+        self._pending_pos = 0
+        self._replay: deque[_Audio] = deque()
+        self._replay_bytes = 0
+        self._replay_truncated = False
+        self._force_pending = False
+        self._close_requested = False
+        self._overflowed = False
+        self._closing = False
+        self._connecting = False  # set once the first connection is being opened
+        self.connections = 0  # streams opened so far (for tests and logs)
+        self._task = asyncio.create_task(self._run(), name=f"deepgram-{params.session_id}")
+
+    # --- RecognizerStream -----------------------------------------------------------------------
+    def send_audio(self, samples: Int16Array, offset: int, utterance: int) -> None:
+        if not self._pending:
+            self._pending_pos = offset
+        self._pending += samples.astype("<i2", copy=False).tobytes()
+        while len(self._pending) >= CHUNK_BYTES:
+            self._queue(_Audio(self._pending_pos, bytes(self._pending[:CHUNK_BYTES])))
+            del self._pending[:CHUNK_BYTES]
+            self._pending_pos += CHUNK_SAMPLES
+
+    def flush(self, utterance: int, until: int | None = None) -> None:
+        self._flush_pending()
+        self._queue(_Control("force", self._dialect.force_end))
+
+    def configure(self, params: StreamParams) -> None:
+        options = self._dialect.options(params)
+        if options == self._options:
+            return
+        self._options = options  # a reconnect's query string carries them in any case
+        if not self._connecting:
+            return  # the first connection's query string will
+        message = self._dialect.configure_message(options)
+        if message is None:
+            self._events.put_nowait(
+                RecognitionError(
+                    Code.CONFIGURE_FAILED,
+                    f"{self._dialect.name} cannot change its options mid-stream; "
+                    "they apply from the next connection",
+                )
+            )
+            return
+        self._queue(_Control("configure", message))
+
+    async def aclose(self) -> None:
+        if not self._closing:
+            self._flush_pending()
+            self._queue(_Control("close", self._dialect.close_stream))
+            self._closing = True
+        await self._task
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    # --- session side ---------------------------------------------------------------------------
+    def _flush_pending(self) -> None:
+        if self._pending:
+            self._queue(_Audio(self._pending_pos, bytes(self._pending)))
+            self._pending_pos += len(self._pending) // 2
+            self._pending.clear()
+
+    def _queue(self, item: _Item) -> None:
+        if self._closing:
+            return
+        if isinstance(item, _Audio):
+            if self._queued_audio >= MAX_QUEUED_CHUNKS:
+                if not self._overflowed:
+                    self._overflowed = True
+                    self._error(
+                        Code.BACKEND_ERROR,
+                        f"{self._dialect.name} is not keeping up: over "
+                        f"{MAX_QUEUED_CHUNKS * CHUNK_SAMPLES // RATE} s of audio is waiting to be "
+                        "sent; newer audio is dropped until it catches up",
+                    )
+                return
+            self._overflowed = False
+            self._queued_audio += 1
+        self._outbox.put_nowait(item)
+
+    def _error(self, code: str, message: str) -> None:
+        log.error("session %s: %s", self._session, message)
+        self._events.put_nowait(RecognitionError(code, message))
+
+    # --- the I/O task ---------------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception:  # a bug, not a transport failure: still end the session's events
+            log.exception("session %s: the %s stream failed", self._session, self._dialect.name)
+            self._error(Code.INTERNAL_ERROR, f"the {self._dialect.name} stream failed")
+        finally:
+            for event in self._rx.finish():
+                self._events.put_nowait(event)
+            self._events.put_nowait(None)
+
+    async def _serve(self) -> None:
+        failures = 0
+        outage_since: float | None = None
+        where = self._backend.connector.describe()
+        self._connecting = True  # from now on, option changes go in Configure messages
+        while True:
+            if self._close_requested and not self._replay and self._outbox.empty():
+                return  # closing, with nothing unfinished: no need to reconnect
+            query = self._options.query_string(RATE)
+            log.debug("session %s: opening a %s stream", self._session, self._dialect.name)
+            err: TransportError | None
+            try:
+                duplex = await asyncio.wait_for(
+                    self._backend.connector.open(self._dialect.path, query), CONNECT_WAIT_S
+                )
+            except TimeoutError:
+                err = TransportError(
+                    f"no connection within {CONNECT_WAIT_S:g} s",
+                    retryable=True,
+                    cause="connect timeout",
+                )
+            except TransportError as exc:
+                err = exc
+            else:
+                log.debug("session %s: stream open", self._session)
+                self.connections += 1
+                err, progressed = await self._connection(duplex)
+                if err is None:
+                    return
+                if progressed:
+                    failures, outage_since = 0, None
+            name = self._dialect.name
+            if not err.retryable:
+                self._error(Code.BACKEND_ERROR, f"{name} on {where} refused the stream: {err}")
+                await self._discard_outbox()
+                return
+            now = time.monotonic()
+            outage_since = outage_since or now
+            failures += 1
+            delay = self._policy.backoff(failures, err.retry_after)
+            spent = now - outage_since
+            if failures > self._policy.max_retries or spent + delay > self._policy.budget_s:
+                self._error(
+                    Code.BACKEND_UNAVAILABLE,
+                    f"{name} on {where} is unavailable: {err} ({err.cause}); gave up after "
+                    f"{failures} failed attempt{'s' if failures > 1 else ''} in {spent:.1f} s "
+                    f"(DEEPGRAM_MAX_RETRIES={self._policy.max_retries}, "
+                    f"DEEPGRAM_RETRY_BUDGET={self._policy.budget_s:g} s)",
+                )
+                await self._discard_outbox()
+                return
+            log.warning(
+                "session %s: %s stream failed (%s: %s); retry %d in %.2f s",
+                self._session,
+                name,
+                err.cause,
+                err,
+                failures,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _connection(self, duplex: Duplex) -> tuple[TransportError | None, bool]:
+        """Run one connection until it ends: (None, _) when done, else the failure and whether
+        the model answered on it (a healthy connection resets the retry count)."""
+        timeline = Timeline()
+        self._rx.rebase(timeline.to_session)
+        heard = asyncio.Event()
+        sender = asyncio.create_task(self._send(duplex, timeline))
+        reader = asyncio.create_task(self._read(duplex, heard))
+        try:
+            done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if sender in done and sender.exception() is None:
+                # all sent, CloseStream included: wait (bounded) for the last final
+                try:
+                    await asyncio.wait_for(asyncio.shield(reader), CLOSE_WAIT_S)
+                except TimeoutError:
+                    log.warning(
+                        "session %s: no end of stream within %g s of CloseStream",
+                        self._session,
+                        CLOSE_WAIT_S,
+                    )
+                    return None, True
+                except TransportError as failure:
+                    return failure, heard.is_set()
+                return None, True
+            for task in done:
+                problem = task.exception()
+                if problem is not None:
+                    if isinstance(problem, TransportError):
+                        return problem, heard.is_set()
+                    raise problem
+            # the model ended the stream while the session still runs
+            return (
+                TransportError(
+                    "the stream ended unexpectedly", retryable=True, cause="stream ended"
+                ),
+                heard.is_set(),
+            )
+        finally:
+            log.debug("session %s: stream done (%s, %s)", self._session, sender, reader)
+            for task in (sender, reader):
+                task.cancel()
+            # a send stuck on a dropped connection may not end at once: do not wait for it
+            await asyncio.wait({sender, reader}, timeout=0.25)
+            for task in (sender, reader):
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: any failure was handled above
+            await duplex.aclose()
+
+    async def _send(self, duplex: Duplex, timeline: Timeline) -> None:
+        # first what the last connection left unfinished
+        if self._replay:
+            if self._replay_truncated:
+                self._error(
+                    Code.BACKEND_ERROR,
+                    f"the connection was lost during a turn longer than the replay buffer "
+                    f"(DEEPGRAM_REPLAY_BUFFER_BYTES={self._policy.replay_buffer_bytes}); only "
+                    "its last part was resent",
+                )
+                self._replay_truncated = False
+            for chunk in list(self._replay):
+                timeline.audio(chunk.pos, len(chunk.data) // 2)
+                await duplex.send_binary(chunk.data)
+        if self._force_pending:
+            await duplex.send_text(self._dialect.force_end)
+        if self._close_requested:
+            await duplex.send_text(self._dialect.close_stream)
+            await duplex.close_input()
+            return
+        paused_since: float | None = None
+        last_keepalive = 0.0
+        while True:
+            try:
+                timeout = PAUSE_S if paused_since is None else CHUNK_SAMPLES / RATE
+                item = await asyncio.wait_for(self._outbox.get(), timeout)
+            except TimeoutError:
+                self._flush_pending()
+                if not self._outbox.empty():
+                    continue
+                now = time.monotonic()
+                if paused_since is None:
+                    paused_since = now - PAUSE_S
+                keep_alive = self._dialect.keep_alive
+                if keep_alive is None or now - paused_since < SILENCE_BEFORE_KEEPALIVE_S:
+                    timeline.silence(CHUNK_SAMPLES)
+                    await duplex.send_binary(SILENCE)
+                elif now - last_keepalive >= KEEPALIVE_EVERY_S:
+                    last_keepalive = now
+                    await duplex.send_text(keep_alive)
+                continue
+            paused_since = None
+            if isinstance(item, _Audio):
+                self._queued_audio -= 1
+                self._remember(item)
+                timeline.audio(item.pos, len(item.data) // 2)
+                await duplex.send_binary(item.data)
+                continue
+            if item.kind == "force":
+                self._force_pending = True
+            elif item.kind == "close":
+                self._close_requested = True
+            await duplex.send_text(item.text)
+            if item.kind == "close":
+                await duplex.close_input()
+                return
+
+    def _remember(self, chunk: _Audio) -> None:
+        """Keep sent audio until the model has finalised it; bounded."""
+        self._replay.append(chunk)
+        self._replay_bytes += len(chunk.data)
+        while self._replay_bytes > self._policy.replay_buffer_bytes and self._replay:
+            dropped = self._replay.popleft()
+            self._replay_bytes -= len(dropped.data)
+            self._replay_truncated = True
+
+    def _forget_finalized(self) -> None:
+        until = round(self._rx.finalized_until * RATE)
+        while self._replay and self._replay[0].pos + len(self._replay[0].data) // 2 <= until:
+            dropped = self._replay.popleft()
+            self._replay_bytes -= len(dropped.data)
+        if not self._replay:
+            self._replay_truncated = False
+
+    async def _read(self, duplex: Duplex, heard: asyncio.Event) -> None:
+        while (message := await duplex.receive()) is not None:
+            heard.set()
+            for event in self._rx.feed(message):
+                if getattr(event, "is_final", False):
+                    self._force_pending = False
+                self._events.put_nowait(event)
+            self._forget_finalized()
+
+    async def _discard_outbox(self) -> None:
+        """After giving up: take what the session still sends until it closes, and drop it."""
+        self._replay.clear()
+        self._replay_bytes = 0
+        if self._close_requested:
+            return
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, _Audio):
+                self._queued_audio -= 1
+            elif item.kind == "close":
+                return
