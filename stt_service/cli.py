@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -368,6 +369,48 @@ def cmd_list_endpoints(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- emulate --------------------------------------------------------------------------------------
+def cmd_emulate(args: argparse.Namespace) -> int:
+    try:
+        from .emulator.sagemaker import SageMakerEmulator
+        from .emulator.websocket import DeepgramWebSocketEmulator
+    except ImportError as exc:
+        print(
+            f"stt-service emulate: needs hypercorn and trustme: install stt-service[emulator] "
+            f"({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    script = args.script or ["hello world"]
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        async with (
+            SageMakerEmulator(script=script, port=args.port) as sm,
+            DeepgramWebSocketEmulator(script=script, api_key=args.api_key, port=args.ws_port) as ws,
+        ):
+            print(
+                "Deepgram emulators (Flux on v2/listen, Nova on v1/listen); no speech recognition:"
+            )
+            print("each turn of speech energy is answered with the next --script line.\n")
+            print(f"SageMaker bidirectional streaming on {sm.url} (any endpoint name):")
+            print(f"  export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2={sm.url}")
+            print(f"  export AWS_CA_BUNDLE={sm.ca_path}")
+            print("  export SAGEMAKER_ENDPOINT_NAME=emulated AWS_REGION=us-east-1")
+            print("  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test  # any")
+            print(f"Deepgram's hosted API on {ws.url}:")
+            print(f"  export DEEPGRAM_URL={ws.url} DEEPGRAM_API_KEY={args.api_key}")
+            print("then: STT_BACKEND=flux (or nova) stt-service serve.  Ctrl-C stops.", flush=True)
+            if args.duration:
+                await asyncio.sleep(args.duration)
+            else:
+                await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
 # --- argument parsing -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -441,6 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="SageMaker API URL (default: AWS's; $AWS_ENDPOINT_URL_SAGEMAKER)",
     )
     sp.set_defaults(func=cmd_list_endpoints)
+
+    sp = sub.add_parser(
+        "emulate", help="local stand-ins for Deepgram on SageMaker and Deepgram's API (testing)"
+    )
+    sp.add_argument("--port", type=int, default=8443, help="SageMaker emulator port (8443)")
+    sp.add_argument("--ws-port", type=int, default=8444, help="WebSocket emulator port (8444)")
+    sp.add_argument("--api-key", default="test-key", help="the key the WebSocket one accepts")
+    sp.add_argument(
+        "--script", action="append", help="what the model 'hears' in each turn (repeatable)"
+    )
+    sp.add_argument("--duration", type=float, default=0, help="exit after S seconds")
+    sp.set_defaults(func=cmd_emulate)
     return p
 
 

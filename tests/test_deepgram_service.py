@@ -7,12 +7,18 @@ Nova runs over the real AWS SDK against the SageMaker emulator; both models run 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
+from stt_service.backends import deepgram
+from stt_service.embedded import free_port
 from stt_service.emulator.sagemaker import SageMakerEmulator
 from stt_service.emulator.websocket import DeepgramWebSocketEmulator
 
@@ -152,3 +158,62 @@ async def test_fifty_concurrent_sessions_through_one_emulator(service: Any) -> N
     for res in results:
         assert not res.errors
         assert [f["transcript"] for f in res.finals] == SCRIPT[:1]
+
+
+async def test_nova_keeps_a_paused_stream_alive_with_keepalive(
+    service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deepgram, "SILENCE_BEFORE_KEEPALIVE_S", 1.2)  # 0.7 s after the pause
+    monkeypatch.setattr(deepgram, "KEEPALIVE_EVERY_S", 0.2)
+    speech = utterance("0880").samples
+    async with SageMakerEmulator(script=SCRIPT, keep_audio=True) as emu:
+        async with service(**on_sagemaker(emu, "nova")) as h:
+            await h.stream("nova-pause", pcm16(speech), speed=0, send_end=False, wait=False)
+            res = h.results("nova-pause")
+            await h.wait_for(lambda: bool(res.finals), timeout=10)  # silence ended it
+            await asyncio.sleep(1.5)
+            await h.publish("nova-pause", {"type": "end"})
+            await h.wait_closed("nova-pause")
+        model = emu.app.streams[0]
+        (received,) = emu.app.audio
+    assert [f["transcript"] for f in res.finals] == SCRIPT[:1]
+    assert model.keepalives >= 3
+    # under a second of silence, then KeepAlive messages instead of audio
+    assert len(received) < 2 * speech.size + 32000
+
+
+async def test_stt_service_emulate_serves_both_transports(service: Any) -> None:
+    sm_port, ws_port = free_port(), free_port()
+    args = ["--port", str(sm_port), "--ws-port", str(ws_port), "--script", "hello there"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stt_service.cli", "emulate", *args, "--duration", "60"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not (line := proc.stdout.readline()).startswith("then:"):
+            assert line, "emulate exited early"
+            lines.append(line)
+        env = dict(re.findall(r"(\w+)=(\S+)", "".join(lines)))
+        settings = {
+            "stt_backend": "nova",
+            "sagemaker_endpoint_name": env["SAGEMAKER_ENDPOINT_NAME"],
+            "aws_endpoint_url_sagemaker_runtime_http2": env[
+                "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2"
+            ],
+            "aws_ca_bundle": env["AWS_CA_BUNDLE"],
+        }
+        audio = pcm16(utterance("0880").samples)
+        async with service(**settings) as h:
+            on_sm = await h.stream("emu-sm", audio, speed=0)
+        ws = {"stt_backend": "flux", "deepgram_url": env["DEEPGRAM_URL"]}
+        async with service(**ws, deepgram_api_key=env["DEEPGRAM_API_KEY"]) as h:
+            on_ws = await h.stream("emu-ws", audio, speed=0)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert [f["transcript"] for f in on_sm.finals] == ["hello there"]
+    assert [f["transcript"] for f in on_ws.finals] == ["hello there"]

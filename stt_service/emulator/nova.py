@@ -65,6 +65,7 @@ class NovaEmulator:
         self.closed = False
         self.received_bytes = 0
         self.finalizes = 0
+        self.keepalives = 0
         self.configures = 0
         self._sha = hashlib.sha256()
         self._frame = max(1, round(self.sample_rate * FRAME_S))
@@ -111,6 +112,7 @@ class NovaEmulator:
         except (ValueError, KeyError, TypeError):
             return [self._error(f"could not parse the message {text[:60]!r}", text)]
         if kind == "KeepAlive":
+            self.keepalives += 1
             return []
         if kind == "Finalize":
             self.finalizes += 1
