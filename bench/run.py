@@ -1,0 +1,337 @@
+"""Latency, capacity and accuracy of the service, side by side with the offline baseline.
+
+    uv run python bench/run.py                       # local Whisper, 1, 2 and 4 sessions
+    uv run python bench/run.py --sessions 1,2,4,8 --passes 2 --out bench/results
+
+Starts an embedded ``nats-server`` and the worker (``stt-service serve``, a separate process, so
+its CPU and memory are its own), then for each N streams N concurrent sessions of real speech
+(the five LibriVox utterances, 1.5 s apart, whose speech start and end times are known) at
+real-time pace in 100 ms chunks. Every session starts ``responding``, so its first utterance
+measures barge-in. Reported per N:
+
+- end of speech -> final transcript (p50/p95/p99), speech onset -> first partial, speech onset ->
+  interrupt; "real time" when no result waits longer than ``--lag-limit`` and latency does not
+  grow from the first utterances to the last;
+- worker CPU (share of one core and of the machine) and peak resident memory;
+- word error rate of the finals;
+- baseline: offline faster-whisper on the same utterances with the same model and beam (the
+  accuracy and compute floor), and its real-time factor.
+
+Figures go to ``{out}/results.json`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nats.aio.client import Client as NATS  # noqa: E402
+
+from stt_service.audio import WavAudio  # noqa: E402
+from stt_service.client import (  # noqa: E402
+    ResultCollector,
+    SessionResults,
+    StreamTiming,
+    stream_audio,
+    word_error_rate,
+)
+from stt_service.embedded import EmbeddedNats  # noqa: E402
+from tests.speech import utterances  # noqa: E402
+
+GAP_S = 1.5
+RATE = 16000
+
+
+@dataclass
+class Span:
+    reference: str
+    start: float  # speech onset, seconds into the session's audio
+    end: float  # end of speech
+
+
+@dataclass
+class RunResult:
+    sessions: int
+    utterances: int = 0
+    final_latency_ms: dict[str, float] = field(default_factory=dict)
+    first_partial_ms: dict[str, float] = field(default_factory=dict)
+    interrupt_ms: dict[str, float] = field(default_factory=dict)
+    wer: float = 0.0
+    missing_finals: int = 0
+    errors: int = 0
+    realtime: bool = False
+    worker_cpu_cores: float = 0.0
+    worker_peak_rss_mb: float = 0.0
+
+
+def speech_bounds(samples: np.ndarray, frame: int = 480) -> tuple[float, float]:
+    """First and last 30 ms frame louder than -40 dBFS: where speech starts and ends."""
+    n = samples.size // frame
+    x = samples[: n * frame].astype(np.float32).reshape(n, frame) / 32768.0
+    db = 10 * np.log10(np.mean(x * x, axis=1) + 1e-12)
+    loud = np.flatnonzero(db > -40)
+    return float(loud[0] * frame / RATE), float((loud[-1] + 1) * frame / RATE)
+
+
+def session_audio() -> tuple[WavAudio, list[Span]]:
+    parts: list[np.ndarray] = []
+    spans: list[Span] = []
+    t = 0.0
+    for u in utterances():
+        s, e = speech_bounds(u.samples)
+        spans.append(Span(u.reference, t + s, t + e))
+        parts += [u.samples, np.zeros(int(GAP_S * RATE), dtype=np.int16)]
+        t += u.samples.size / RATE + GAP_S
+    return WavAudio(np.concatenate(parts).tobytes(), RATE, 1), spans
+
+
+def pct(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    v = sorted(values)
+
+    def at(q: float) -> float:
+        return round(v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] * 1000, 1)
+
+    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1] * 1000, 1)}
+
+
+class WorkerProcess:
+    """``stt-service serve`` in its own process; CPU and memory read from /proc."""
+
+    def __init__(self, nats_url: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stt_service.cli", "serve"],
+            env={**os.environ, **env, "NATS_URL": nats_url, "STT_LOG_LEVEL": "INFO"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.ready = threading.Event()
+        self.peak_rss_kb = 0
+        threading.Thread(target=self._read_log, daemon=True).start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            if "listening on" in line:
+                self.ready.set()
+            elif "ERROR" in line or "Traceback" in line:
+                print(f"  worker: {line.rstrip()}", file=sys.stderr)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def sample_rss(self) -> None:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def score(
+    res: SessionResults, timing: StreamTiming, spans: list[Span], passes: int, period: float
+) -> tuple[list[float], list[float], list[float], list[str], int]:
+    """Per utterance: end-of-speech latency, first-partial latency; interrupts; hypotheses."""
+    finals = [(m, t) for m, t in zip(res.messages, res.arrivals, strict=True) if m.get("is_final")]
+    partials = [
+        (m, t) for m, t in zip(res.messages, res.arrivals, strict=True) if m.get("is_partial")
+    ]
+    final_lat: list[float] = []
+    partial_lat: list[float] = []
+    hyps: list[str] = []
+    missing = 0
+    for p in range(passes):
+        for span in spans:
+            start, end = span.start + p * period, span.end + p * period
+            mine = [
+                (m, t)
+                for m, t in finals
+                if m.get("audio_end", 0) > start and m.get("audio_start", 0) < end
+            ]
+            hyps.append(" ".join(m["transcript"] for m, _ in mine))
+            sent_end = timing.sent_at(end)
+            if not mine or sent_end is None:
+                missing += 1
+                continue
+            final_lat.append(max(t for _, t in mine) - sent_end)
+            sent_start = timing.sent_at(start)
+            first = [
+                t for m, t in partials if m.get("audio_end", 0) > start and t >= (sent_start or 0)
+            ]
+            if first and sent_start is not None:
+                partial_lat.append(min(first) - sent_start)
+    interrupts = [
+        t for m, t in zip(res.messages, res.arrivals, strict=True) if m.get("type") == "interrupt"
+    ]
+    onset = timing.sent_at(spans[0].start)
+    irq = [interrupts[0] - onset] if interrupts and onset is not None else []
+    return final_lat, partial_lat, irq, hyps, missing
+
+
+async def run_sessions(
+    nats_url: str, worker: WorkerProcess, n: int, passes: int, lag_limit: float
+) -> RunResult:
+    audio, spans = session_audio()
+    period = len(audio.pcm) / 2 / RATE
+    if passes > 1:
+        audio = WavAudio(audio.pcm * passes, RATE, 1)
+    nc = NATS()
+    await nc.connect(nats_url)
+    collector = await ResultCollector(nc).start()
+    timings = {f"bench-{n}-{i}": StreamTiming() for i in range(n)}
+
+    async def one(sid: str) -> None:
+        await asyncio.sleep(random.uniform(0, 1.0))  # not all in lockstep
+        await stream_audio(nc, sid, audio, speed=1.0, state="responding", timing=timings[sid])
+
+    cpu0, t0 = worker.cpu_seconds(), time.monotonic()
+    sampler = asyncio.create_task(_sample(worker))
+    await asyncio.gather(*(one(sid) for sid in timings))
+    deadline = time.monotonic() + 30
+    expected = len(spans) * passes
+    while time.monotonic() < deadline and any(
+        len(collector.results(s).finals) < expected for s in timings
+    ):
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)
+    cpu = (worker.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    sampler.cancel()
+    await nc.close()
+
+    result = RunResult(sessions=n, worker_cpu_cores=round(cpu, 2))
+    finals, partials, irqs, refs, hyps = [], [], [], [], []
+    first_half, second_half = [], []
+    for sid, timing in timings.items():
+        res = collector.results(sid)
+        f, p, i, h, missing = score(res, timing, spans, passes, period)
+        result.missing_finals += missing
+        result.errors += len(res.errors)
+        finals += f
+        partials += p
+        irqs += i
+        hyps += h
+        refs += [s.reference for s in spans] * passes
+        half = len(f) // 2
+        first_half += f[:half]
+        second_half += f[half:]
+    result.utterances = len(refs)
+    result.final_latency_ms = pct(finals)
+    result.first_partial_ms = pct(partials)
+    result.interrupt_ms = pct(irqs)
+    result.wer = round(word_error_rate(" ".join(refs), " ".join(hyps)), 4)
+    growing = bool(first_half and second_half) and (
+        statistics.median(second_half) > 1.5 * statistics.median(first_half) + 0.2
+    )
+    result.realtime = (
+        result.missing_finals == 0 and not growing and max(finals, default=99) < lag_limit
+    )
+    result.worker_peak_rss_mb = round(worker.peak_rss_kb / 1024, 1)
+    return result
+
+
+async def _sample(worker: WorkerProcess) -> None:
+    while True:
+        worker.sample_rss()
+        await asyncio.sleep(0.5)
+
+
+def offline_baseline(beam: int) -> dict[str, Any]:
+    """faster-whisper on each whole utterance, the same model and beam as the service's finals."""
+    from faster_whisper import WhisperModel
+
+    from stt_service.config import load_settings
+
+    model = WhisperModel(load_settings().resolved_model(), device="cpu", compute_type="int8")
+    refs, hyps, audio_s, compute_s = [], [], 0.0, 0.0
+    for u in utterances():
+        x = u.samples.astype(np.float32) / 32768.0
+        t = time.perf_counter()
+        segments, _ = model.transcribe(x, beam_size=beam, language="en")
+        hyps.append(" ".join(s.text.strip() for s in segments))
+        compute_s += time.perf_counter() - t
+        refs.append(u.reference)
+        audio_s += x.size / RATE
+    return {
+        "wer": round(word_error_rate(" ".join(refs), " ".join(hyps)), 4),
+        "rtf": round(compute_s / audio_s, 4),
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", default="1,2,4", help="comma-separated concurrency levels")
+    ap.add_argument("--passes", type=int, default=1, help="times each session repeats the audio")
+    ap.add_argument("--lag-limit", type=float, default=2.0, help="seconds: slower is not real time")
+    ap.add_argument("--out", default="bench/results", help="where results.json goes")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.sessions.split(",")]
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"machine: {machine}", flush=True)
+    baseline = offline_baseline(beam=1)
+    print(f"offline baseline: WER {baseline['wer']:.1%}, RTF {baseline['rtf']}", flush=True)
+
+    runs: list[RunResult] = []
+    with EmbeddedNats() as nats:
+        worker = WorkerProcess(nats.url, {"STT_MAX_SESSIONS": str(max(levels) + 10)})
+        try:
+            if not worker.ready.wait(120):
+                raise SystemExit("the worker did not start within 120 s")
+            for n in levels:
+                print(f"streaming {n} session(s) at real-time pace ...", flush=True)
+                r = await run_sessions(nats.url, worker, n, args.passes, args.lag_limit)
+                runs.append(r)
+                print(f"  {json.dumps(asdict(r))}", flush=True)
+        finally:
+            worker.stop()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps(
+            {"machine": machine, "offline": baseline, "runs": [asdict(r) for r in runs]}, indent=2
+        )
+    )
+    print()
+    print(
+        "| sessions | real time | final p50 / p95 / p99 ms | first partial p50 ms | "
+        "interrupt p95 ms | WER (offline) | worker CPU cores | peak RSS MB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in runs:
+        f = r.final_latency_ms
+        print(
+            f"| {r.sessions} | {'yes' if r.realtime else 'no'} | "
+            f"{f.get('p50')} / {f.get('p95')} / {f.get('p99')} | {r.first_partial_ms.get('p50')} | "
+            f"{r.interrupt_ms.get('p95')} | {r.wer:.1%} ({baseline['wer']:.1%}) | "
+            f"{r.worker_cpu_cores} | {r.worker_peak_rss_mb} |"
+        )
+    print(f"\nresults: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
