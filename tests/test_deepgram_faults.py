@@ -170,3 +170,16 @@ async def test_a_client_pause_still_ends_the_turn(service: Any) -> None:
     # the second turn starts in the session's second copy of the speech, not after the silence
     assert duration <= second["audio_start"] <= duration + 0.5
     assert len(received) > 2 * (2 * speech.size + 8000)  # silence was sent during the pause
+
+
+async def test_a_stream_that_keeps_dying_at_once_still_runs_out_of_retries(service: Any) -> None:
+    """Each stream opens (the model even says Connected) and fails on its first audio: that is
+    no recovery, so the retry budget still runs out."""
+    faults = [Fault(after_bytes=1, stream_error="InternalStreamFailure")] * 10
+    async with SageMakerEmulator(script=SCRIPT, faults=faults) as emu:
+        async with service(**settings(emu, deepgram_max_retries=2)) as h:
+            res = await h.stream("dg-flaky", pcm16(utterance("0880").samples), speed=0)
+        requests = len(emu.app.requests)
+    assert requests == 3
+    (error,) = res.errors
+    assert error["code"] == "backend_unavailable" and "internal stream failure" in error["message"]

@@ -48,12 +48,19 @@ CLOSE_WAIT_S = 10.0  # after CloseStream, how long the last final may take
 PAUSE_S = 0.5  # no client audio for this long (wall clock): the client has paused
 KEEPALIVE_EVERY_S = 4.0  # Deepgram closes a stream after about 10 s without audio or KeepAlive
 SILENCE_BEFORE_KEEPALIVE_S = 3.0  # silence lets the model end the turn; then KeepAlive suffices
+STABLE_S = 5.0  # a connection that lived this long ends an outage: the retry count starts again
+IDLE_KEEP_S = 3.0  # outside any turn, sent audio older than this need not be resent
 
 
 class Receiver(Protocol):
     """Reads one session's model messages (across reconnects) into stream events."""
 
     finalized_until: float  # session seconds; audio before this need not be resent
+
+    @property
+    def turn_open(self) -> bool:
+        """Whether the model has an unfinished turn (words heard, no final yet)."""
+        ...
 
     def rebase(self, to_session: Callable[[float], float]) -> None:
         """A new connection: its model times map to session seconds through ``to_session``."""
@@ -124,11 +131,13 @@ class Timeline:
     position where the silence was inserted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, session_pos: int = 0) -> None:
+        """``session_pos``: where in the session this connection starts (silence sent before
+        any audio maps there)."""
         self._model_starts: list[int] = []
         self._segments: list[tuple[int, int, bool]] = []  # model start, session start, silent
         self.model_samples = 0
-        self._session_end = 0
+        self._session_end = session_pos
 
     def audio(self, session_pos: int, n: int) -> None:
         last = self._segments[-1] if self._segments else None
@@ -150,7 +159,7 @@ class Timeline:
         m = round(model_seconds * RATE)
         i = bisect.bisect_right(self._model_starts, m) - 1
         if i < 0:
-            return (self._segments[0][1] / RATE) if self._segments else model_seconds
+            return (self._segments[0][1] if self._segments else self._session_end) / RATE
         model_start, session_start, silent = self._segments[i]
         return (session_start + (0 if silent else m - model_start)) / RATE
 
@@ -256,8 +265,10 @@ class DeepgramStream:
         self._replay: deque[_Audio] = deque()
         self._replay_bytes = 0
         self._replay_truncated = False
-        self._force_pending = False
+        self._force_at: int | None = None  # session sample where an unanswered force was sent
         self._close_requested = False
+        self._closed_at: float | None = None
+        self._sent_until = 0  # session sample after the last audio sent to the model
         self._overflowed = False
         self._closing = False
         self._connecting = False  # set once the first connection is being opened
@@ -302,6 +313,7 @@ class DeepgramStream:
             self._flush_pending()
             self._queue(_Control("close", self._dialect.close_stream))
             self._closing = True
+            self._closed_at = time.monotonic()
         await self._task
 
     async def events(self) -> AsyncIterator[StreamEvent]:
@@ -329,7 +341,8 @@ class DeepgramStream:
                         "sent; newer audio is dropped until it catches up",
                     )
                 return
-            self._overflowed = False
+            if self._queued_audio < MAX_QUEUED_CHUNKS // 2:
+                self._overflowed = False  # caught up: a new overflow is worth a new error
             self._queued_audio += 1
         self._outbox.put_nowait(item)
 
@@ -355,8 +368,9 @@ class DeepgramStream:
         where = self._backend.connector.describe()
         self._connecting = True  # from now on, option changes go in Configure messages
         while True:
-            if self._close_requested and not self._replay and self._outbox.empty():
-                return  # closing, with nothing unfinished: no need to reconnect
+            if self._closing and not self._replay and self._queued_audio == 0:
+                return  # closing with nothing unfinished: no need to (re)connect
+            attempt_at = time.monotonic()
             query = self._options.query_string(RATE)
             log.debug("session %s: opening a %s stream", self._session, self._dialect.name)
             err: TransportError | None
@@ -375,22 +389,30 @@ class DeepgramStream:
             else:
                 log.debug("session %s: stream open", self._session)
                 self.connections += 1
-                err, progressed = await self._connection(duplex)
+                err = await self._connection(duplex)
                 if err is None:
                     return
-                if progressed:
-                    failures, outage_since = 0, None
+                if time.monotonic() - attempt_at >= STABLE_S:
+                    failures, outage_since = 0, None  # it worked for a while: a new outage
             name = self._dialect.name
             if not err.retryable:
                 self._error(Code.BACKEND_ERROR, f"{name} on {where} refused the stream: {err}")
                 await self._discard_outbox()
                 return
             now = time.monotonic()
-            outage_since = outage_since or now
+            outage_since = outage_since or attempt_at
             failures += 1
             delay = self._policy.backoff(failures, err.retry_after)
             spent = now - outage_since
-            if failures > self._policy.max_retries or spent + delay > self._policy.budget_s:
+            # a closing session waits at most CLOSE_WAIT_S for its last final
+            closing_late = (
+                self._closed_at is not None and now + delay - self._closed_at > CLOSE_WAIT_S
+            )
+            if (
+                failures > self._policy.max_retries
+                or spent + delay > self._policy.budget_s
+                or closing_late
+            ):
                 self._error(
                     Code.BACKEND_UNAVAILABLE,
                     f"{name} on {where} is unavailable: {err} ({err.cause}); gave up after "
@@ -411,14 +433,13 @@ class DeepgramStream:
             )
             await asyncio.sleep(delay)
 
-    async def _connection(self, duplex: Duplex) -> tuple[TransportError | None, bool]:
-        """Run one connection until it ends: (None, _) when done, else the failure and whether
-        the model answered on it (a healthy connection resets the retry count)."""
-        timeline = Timeline()
+    async def _connection(self, duplex: Duplex) -> TransportError | None:
+        """Run one connection until it ends: None when done, else the failure."""
+        start = self._replay[0].pos if self._replay else self._sent_until
+        timeline = Timeline(start)
         self._rx.rebase(timeline.to_session)
-        heard = asyncio.Event()
         sender = asyncio.create_task(self._send(duplex, timeline))
-        reader = asyncio.create_task(self._read(duplex, heard))
+        reader = asyncio.create_task(self._read(duplex))
         try:
             done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
             if sender in done and sender.exception() is None:
@@ -431,22 +452,19 @@ class DeepgramStream:
                         self._session,
                         CLOSE_WAIT_S,
                     )
-                    return None, True
+                    return None
                 except TransportError as failure:
-                    return failure, heard.is_set()
-                return None, True
+                    return failure
+                return None
             for task in done:
                 problem = task.exception()
                 if problem is not None:
                     if isinstance(problem, TransportError):
-                        return problem, heard.is_set()
+                        return problem
                     raise problem
             # the model ended the stream while the session still runs
-            return (
-                TransportError(
-                    "the stream ended unexpectedly", retryable=True, cause="stream ended"
-                ),
-                heard.is_set(),
+            return TransportError(
+                "the stream ended unexpectedly", retryable=True, cause="stream ended"
             )
         finally:
             log.debug("session %s: stream done (%s, %s)", self._session, sender, reader)
@@ -461,54 +479,72 @@ class DeepgramStream:
 
     async def _send(self, duplex: Duplex, timeline: Timeline) -> None:
         # first what the last connection left unfinished
-        if self._replay:
-            if self._replay_truncated:
-                self._error(
-                    Code.BACKEND_ERROR,
-                    f"the connection was lost during a turn longer than the replay buffer "
-                    f"(DEEPGRAM_REPLAY_BUFFER_BYTES={self._policy.replay_buffer_bytes}); only "
-                    "its last part was resent",
-                )
-                self._replay_truncated = False
-            for chunk in list(self._replay):
-                timeline.audio(chunk.pos, len(chunk.data) // 2)
-                await duplex.send_binary(chunk.data)
-        if self._force_pending:
+        if self._replay and self._replay_truncated:
+            self._error(
+                Code.BACKEND_ERROR,
+                f"the connection was lost during a turn longer than the replay buffer "
+                f"(DEEPGRAM_REPLAY_BUFFER_BYTES={self._policy.replay_buffer_bytes}); only "
+                "its last part was resent",
+            )
+            self._replay_truncated = False
+        force_at = self._force_at
+        for chunk in list(self._replay):
+            if force_at is not None and chunk.pos >= force_at:
+                await duplex.send_text(self._dialect.force_end)  # where it was sent before
+                force_at = None
+            timeline.audio(chunk.pos, len(chunk.data) // 2)
+            await duplex.send_binary(chunk.data)
+        if force_at is not None:
             await duplex.send_text(self._dialect.force_end)
         if self._close_requested:
             await duplex.send_text(self._dialect.close_stream)
             await duplex.close_input()
             return
+        # the audio clock: when the audio sent so far has been played out in real time. The
+        # client has paused only when nothing came for PAUSE_S past that (big chunks, a client
+        # ahead of real time and network jitter are not pauses)
+        due = time.monotonic()
         paused_since: float | None = None
         last_keepalive = 0.0
         while True:
+            now = time.monotonic()
+            if paused_since is None:
+                timeout = max(0.01, due + PAUSE_S - now)
+            else:
+                timeout = max(0.01, due - now)
             try:
-                timeout = PAUSE_S if paused_since is None else CHUNK_SAMPLES / RATE
                 item = await asyncio.wait_for(self._outbox.get(), timeout)
             except TimeoutError:
                 self._flush_pending()
-                if not self._outbox.empty():
-                    continue
                 now = time.monotonic()
+                if not self._outbox.empty() or now < due + (0 if paused_since else PAUSE_S):
+                    continue
                 if paused_since is None:
-                    paused_since = now - PAUSE_S
+                    paused_since = now
                 keep_alive = self._dialect.keep_alive
                 if keep_alive is None or now - paused_since < SILENCE_BEFORE_KEEPALIVE_S:
                     timeline.silence(CHUNK_SAMPLES)
+                    due = max(due, now) + CHUNK_SAMPLES / RATE
                     await duplex.send_binary(SILENCE)
-                elif now - last_keepalive >= KEEPALIVE_EVERY_S:
-                    last_keepalive = now
-                    await duplex.send_text(keep_alive)
+                    self._forget_finalized()
+                else:
+                    due = now + CHUNK_SAMPLES / RATE
+                    if now - last_keepalive >= KEEPALIVE_EVERY_S:
+                        last_keepalive = now
+                        await duplex.send_text(keep_alive)
                 continue
             paused_since = None
             if isinstance(item, _Audio):
                 self._queued_audio -= 1
                 self._remember(item)
-                timeline.audio(item.pos, len(item.data) // 2)
+                n = len(item.data) // 2
+                timeline.audio(item.pos, n)
+                self._sent_until = item.pos + n
+                due = max(due, time.monotonic()) + n / RATE
                 await duplex.send_binary(item.data)
                 continue
             if item.kind == "force":
-                self._force_pending = True
+                self._force_at = self._sent_until
             elif item.kind == "close":
                 self._close_requested = True
             await duplex.send_text(item.text)
@@ -527,18 +563,22 @@ class DeepgramStream:
 
     def _forget_finalized(self) -> None:
         until = round(self._rx.finalized_until * RATE)
+        if self._force_at is not None and until >= self._force_at - CHUNK_SAMPLES:
+            self._force_at = None  # answered
+        if not self._rx.turn_open:
+            # no turn under way: audio well before the latest sent cannot start one any more
+            until = max(until, self._sent_until - round(IDLE_KEEP_S * RATE))
         while self._replay and self._replay[0].pos + len(self._replay[0].data) // 2 <= until:
             dropped = self._replay.popleft()
             self._replay_bytes -= len(dropped.data)
         if not self._replay:
             self._replay_truncated = False
 
-    async def _read(self, duplex: Duplex, heard: asyncio.Event) -> None:
+    async def _read(self, duplex: Duplex) -> None:
         while (message := await duplex.receive()) is not None:
-            heard.set()
             for event in self._rx.feed(message):
                 if getattr(event, "is_final", False):
-                    self._force_pending = False
+                    self._force_at = None
                 self._events.put_nowait(event)
             self._forget_finalized()
 

@@ -105,6 +105,7 @@ class FluxReceiver:
         self._turn_offset = 0
         self._last_final_turn = -1
         self.last_turn = -1
+        self._open = False  # a turn started and not finished
 
     def rebase(self, to_session: Callable[[float], float]) -> None:
         """A new connection starts; its times map to session seconds through ``to_session``.
@@ -113,6 +114,10 @@ class FluxReceiver:
         self.connected = False
         self._to_session = to_session
         self._turn_offset = self._last_final_turn + 1
+
+    @property
+    def turn_open(self) -> bool:
+        return self._open
 
     def finish(self) -> list[StreamEvent]:
         return []  # Flux holds nothing back: every final came as an EndOfTurn
@@ -158,6 +163,7 @@ class FluxReceiver:
         final = event == "end_of_turn"
         if turn <= self._last_final_turn:
             return []  # a turn already finalised (replayed after a reconnect): never twice
+        self._open = not final
         if final:
             self._last_final_turn = turn
         at = self._to_session

@@ -118,6 +118,11 @@ class NovaReceiver:
         self._held: list[_Segment] = []
         self._last_partial = ""
 
+    @property
+    def turn_open(self) -> bool:
+        """Words heard in an utterance not yet finalised (held segments or an interim)."""
+        return bool(self._held or self._last_partial)
+
     def rebase(self, to_session: Callable[[float], float]) -> None:
         """A new connection starts; its model times map to session seconds via ``to_session``."""
         self._to_session = to_session
