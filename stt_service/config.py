@@ -271,6 +271,11 @@ class Settings(BaseSettings):
             return "medium"
 
 
+def comma_list(value: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``: the comma-separated list settings."""
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
 def _describe(err: ValidationError) -> str:
     first = err.errors()[0]
     loc = first.get("loc") or ()

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .backends.base import Recognizer, RecognizerStream
-from .config import Settings
+from .config import Settings, comma_list
 from .protocol import (
     Code,
     End,
@@ -90,7 +90,7 @@ async def connect_nats(
     try:
         # endless reconnects once connected, but a first connection that fails is reported
         connecting = nats.connect(
-            servers=[u.strip() for u in url.split(",") if u.strip()],
+            servers=list(comma_list(url)),
             name=name,
             allow_reconnect=True,
             max_reconnect_attempts=-1,

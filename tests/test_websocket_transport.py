@@ -256,7 +256,6 @@ async def test_connect_timeout_is_retryable() -> None:
 
 
 async def test_nova_on_v1_listen() -> None:
-    pytest.importorskip("stt_service.emulator.nova")
     audio = joined([utterance("0880")], gap_s=1.5)
     async with DeepgramWebSocketEmulator(script=SCRIPT[:1], api_key=KEY) as emu:
         connector = WebSocketConnector(KEY, base_url=emu.url)

@@ -188,14 +188,13 @@ class DeepgramBackend:
         self,
         settings: Settings,
         dialect: Dialect,
-        connector: Connector | None = None,
         name: str = "",
     ) -> None:
         self.settings = settings
         self.dialect = dialect
         self.name = name or dialect.name.lower()
         self.policy = RetryPolicy.from_settings(settings)
-        self._connector = connector
+        self._connector: Connector | None = None
 
     async def start(self) -> None:
         if self._connector is None:

@@ -7,7 +7,7 @@ its retries, replay and keep-alive in :mod:`.deepgram`; the transports in :mod:`
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..config import Settings, comma_list
 from .base import StreamParams
 from .deepgram import DeepgramBackend, Options
 from .flux_protocol import CLOSE_STREAM, FORCE_END_TURN, PATH, FluxOptions, FluxReceiver
@@ -26,7 +26,7 @@ class FluxDialect:
             eot_threshold=settings.flux_eot_threshold,
             eager_eot_threshold=settings.flux_eager_eot_threshold,
             eot_timeout_ms=settings.flux_eot_timeout_ms,
-            keyterms=_terms(settings.flux_keyterms),
+            keyterms=comma_list(settings.flux_keyterms),
         )
 
     def options(self, params: StreamParams) -> FluxOptions:
@@ -41,10 +41,6 @@ class FluxDialect:
 
     def describe(self) -> str:
         return self.defaults.model
-
-
-def _terms(value: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in value.split(",") if t.strip())
 
 
 def flux_backend(settings: Settings) -> DeepgramBackend:

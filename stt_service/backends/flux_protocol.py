@@ -104,7 +104,6 @@ class FluxReceiver:
         self._to_session: Callable[[float], float] = _identity
         self._turn_offset = 0
         self._last_final_turn = -1
-        self.last_turn = -1
         self._open = False  # a turn started and not finished
 
     def rebase(self, to_session: Callable[[float], float]) -> None:
@@ -159,7 +158,6 @@ class FluxReceiver:
             log.debug("ignoring Flux TurnInfo event %r", msg.get("event"))
             return []
         turn = int(msg.get("turn_index", 0)) + self._turn_offset
-        self.last_turn = max(self.last_turn, turn)
         final = event == "end_of_turn"
         if turn <= self._last_final_turn:
             return []  # a turn already finalised (replayed after a reconnect): never twice

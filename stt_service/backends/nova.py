@@ -9,7 +9,7 @@ drives ``has_voice_activity`` and barge-in interrupts. The protocol lives in
 
 from __future__ import annotations
 
-from ..config import Settings
+from ..config import Settings, comma_list
 from .base import StreamParams
 from .deepgram import DeepgramBackend, Options
 from .nova_protocol import CLOSE_STREAM, FINALIZE, KEEP_ALIVE, PATH, NovaOptions, NovaReceiver
@@ -28,7 +28,7 @@ class NovaDialect:
             language=settings.nova_language or None,
             endpointing_ms=settings.nova_endpointing_ms,
             smart_format=settings.nova_smart_format,
-            keyterms=tuple(t.strip() for t in settings.nova_keyterms.split(",") if t.strip()),
+            keyterms=comma_list(settings.nova_keyterms),
         )
 
     def options(self, params: StreamParams) -> NovaOptions:

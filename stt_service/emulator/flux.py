@@ -11,17 +11,14 @@ mono at the query's ``sample_rate``; times are seconds of received audio.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
-import numpy as np
+from .energy import FRAME_S, LoudFrames
 
-FRAME_S = 0.02
-SPEECH_DB = -45.0  # a frame louder than this is speech
 START_FRAMES = 3  # consecutive speech frames that start a turn
 UPDATE_EVERY_S = 0.24
 EAGER_SILENCE_S = 0.3
@@ -47,8 +44,7 @@ class FluxEmulator:
         self.keyterms = q.get("keyterm", [])
         self.closed = False
         self._seq = 0
-        self._frame = max(1, round(self.sample_rate * FRAME_S))
-        self._pending = b""
+        self._loudness = LoudFrames(self.sample_rate)
         self._t = 0.0  # seconds of audio received
         self._turn = 0
         self._in_turn = False
@@ -70,16 +66,9 @@ class FluxEmulator:
         if self.closed:
             return []
         self.received_bytes += len(pcm)
-        data = self._pending + pcm
-        step = 2 * self._frame
-        usable = len(data) - len(data) % step
-        self._pending = data[usable:]
         out: list[str] = []
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64)
-        for i in range(0, samples.size, self._frame):
-            frame = samples[i : i + self._frame]
-            rms = math.sqrt(float(np.mean(frame * frame))) / 32768.0
-            out += self._on_frame(20 * math.log10(rms + 1e-9) > SPEECH_DB)
+        for loud in self._loudness.feed(pcm):
+            out += self._on_frame(loud)
         return out
 
     def on_text(self, text: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import string
 import uuid
 from collections.abc import Sequence
@@ -23,10 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import numpy as np
+from .energy import FRAME_S, LoudFrames
 
-FRAME_S = 0.02
-SPEECH_DB = -45.0  # a frame louder than this is speech
 START_FRAMES = 3  # consecutive speech frames that start an utterance
 INTERIM_EVERY_S = 0.5  # an interim result (and one more word) this often while speech goes on
 SEGMENT_EVERY_S = 1.5  # continuous speech is finalised (is_final, not speech_final) this often
@@ -68,8 +65,7 @@ class NovaEmulator:
         self.keepalives = 0
         self.configures = 0
         self._sha = hashlib.sha256()
-        self._frame = max(1, round(self.sample_rate * FRAME_S))
-        self._pending = b""
+        self._loudness = LoudFrames(self.sample_rate)
         self._t = 0.0  # seconds of audio received (in whole frames)
         self._line = 0  # utterances ended so far: the script line in use
         self._in_utt = False
@@ -91,16 +87,9 @@ class NovaEmulator:
             return []
         self.received_bytes += len(pcm)
         self._sha.update(pcm)
-        data = self._pending + pcm
-        step = 2 * self._frame
-        usable = len(data) - len(data) % step
-        self._pending = data[usable:]
         out: list[str] = []
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64)
-        for i in range(0, samples.size, self._frame):
-            frame = samples[i : i + self._frame]
-            rms = math.sqrt(float(np.mean(frame * frame))) / 32768.0
-            out += self._on_frame(20 * math.log10(rms + 1e-9) > SPEECH_DB)
+        for loud in self._loudness.feed(pcm):
+            out += self._on_frame(loud)
         return out
 
     def on_text(self, text: str) -> list[str]:
