@@ -322,6 +322,8 @@ async def _tail(args: argparse.Namespace) -> int:
     done = asyncio.Event()
 
     def show(res: SessionResults, m: dict[str, Any]) -> None:
+        if args.finals and m.get("is_partial"):
+            return
         count[0] += 1
         if args.json:
             print(json.dumps({"session": res.session_id, **m}, default=repr), flush=True)
@@ -463,6 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per line")
     sp.add_argument("--count", type=int, default=0, help="exit after N messages")
     sp.add_argument("--duration", type=float, default=0, help="exit after S seconds")
+    sp.add_argument(
+        "--finals", action="store_true", help="skip partials: finals, interrupts and errors only"
+    )
     sp.add_argument(
         "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
     )

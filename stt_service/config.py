@@ -79,6 +79,18 @@ class Settings(BaseSettings):
     )
     whisper_beam_size: int = Field(1, ge=1, le=10, description="beam size of final decodes")
     whisper_cpu_threads: int = Field(0, ge=0, description="CPU threads for inference; 0: all cores")
+    whisper_short_context: Literal["off", "partials", "all"] = Field(
+        "partials",
+        description="which decodes encode only the utterance (in 5 s steps) instead of "
+        "Whisper's fixed 30 s window: several times faster, slightly less accurate",
+    )
+    whisper_batch_size: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="decodes of different sessions run together in one model call; 0: 8 on a "
+        "GPU, 1 on CPU",
+    )
 
     # --- Deepgram on SageMaker ----------------------------------------------------------------
     sagemaker_endpoint_name: str = Field("", description="the SageMaker endpoint serving Deepgram")
@@ -163,6 +175,14 @@ class Settings(BaseSettings):
     stt_enable_interrupt_detection: bool = Field(True, description="publish barge-in interrupts")
     stt_interrupt_min_speech_ms: int = Field(
         150, ge=30, le=5000, description="voiced speech while responding before an interrupt fires"
+    )
+    stt_eager_endpoint: float = Field(
+        0.25,
+        ge=0.0,
+        le=30.0,
+        description="seconds of silence after which the utterance so far is decoded; if it reads "
+        "as a finished sentence (ends in . ? !) it ends there, without waiting STT_CHUNK_TIMEOUT; "
+        "0 disables",
     )
     stt_partial_interval: float = Field(
         0.5, ge=0.0, le=30.0, description="seconds between partial re-decodes; 0 disables partials"

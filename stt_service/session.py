@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
-from .backends.base import RecognitionError, StreamEvent, StreamParams
+from .backends.base import EndpointHint, RecognitionError, StreamEvent, StreamParams
 from .config import Settings
 from .interrupt import InterruptDetector
 from .protocol import (
@@ -60,6 +60,13 @@ class EndUtterance:
 
 
 @dataclass(frozen=True, slots=True)
+class Speculate:
+    """The speaker paused: decode ``utterance`` so far now (see ``RecognizerStream.speculate``)."""
+
+    utterance: int
+
+
+@dataclass(frozen=True, slots=True)
 class Reconfigure:
     params: StreamParams
 
@@ -69,7 +76,7 @@ class Close:
     reason: str
 
 
-Action = Publish | SendAudio | EndUtterance | Reconfigure | Close
+Action = Publish | SendAudio | EndUtterance | Speculate | Reconfigure | Close
 
 
 # --- configuration shared by all sessions of a worker ---------------------------------------------
@@ -79,6 +86,9 @@ class SessionConfig:
     vad_enabled: bool = True
     vad_aggressiveness: int = 2
     hangover_s: float = 0.8
+    eager_s: float = (
+        0.0  # a pause this long is decoded; a finished sentence then ends the utterance
+    )
     preroll_ms: int = 300
     trailing_ms: int = 300  # silence kept after the last voiced frame of an utterance
     max_utterance_samples: int = 256_000
@@ -94,6 +104,7 @@ class SessionConfig:
             vad_enabled=s.stt_enable_vad,
             vad_aggressiveness=s.stt_vad_aggressiveness,
             hangover_s=s.stt_chunk_timeout,
+            eager_s=s.stt_eager_endpoint,
             max_utterance_samples=s.max_utterance_samples,
             interrupt_enabled=s.stt_enable_interrupt_detection,
             interrupt_min_speech_ms=s.stt_interrupt_min_speech_ms,
@@ -112,6 +123,7 @@ class _Utterance:
     start: int  # first sample (session index)
     samples: int = 0  # sent + held
     voiced_frames: int = 0
+    speculated: bool = False  # decoded at a pause, with its trailing silence sent
     # (frame end sample, dB, voiced) of every frame, to find the quietest cut point
     frames: list[tuple[int, float, bool]] = field(default_factory=list)
 
@@ -144,6 +156,7 @@ class Session:
         self._endpointer = Endpointer(
             frame_ms=config.frame_ms,
             hangover_ms=config.hangover_s * 1000,
+            pause_ms=config.eager_s * 1000,
             enabled=config.vad_enabled and config.service_endpointing,
         )
         self._interrupts = InterruptDetector(
@@ -245,6 +258,12 @@ class Session:
         cfg = self.config
         offset = self.samples_heard
         self.samples_heard += frame.size
+        listening_for_barge_in = self.state == "responding" and cfg.interrupt_enabled
+        if not cfg.service_endpointing and not listening_for_barge_in:
+            # the backend finds turns, and no interrupt is possible: the VAD's verdict would go
+            # unused, and it is most of a frame's cost
+            actions.append(SendAudio(frame, offset, 0))
+            return
         info = self._classifier.classify(frame)
 
         if (
@@ -279,12 +298,18 @@ class Session:
             utt.voiced_frames += 1
             self._voice[utt.index] = True
         if info.voiced or not cfg.vad_enabled:
+            utt.speculated = False
             self._send_held(utt, actions)
             actions.append(SendAudio(frame, offset, utt.index))
         else:
             self._held.append((offset, frame))
 
-        if event is EndpointEvent.END:
+        if event is EndpointEvent.PAUSE:
+            # what the final would hold if the utterance ended here: its audio and trailing silence
+            self._send_held(utt, actions)
+            utt.speculated = True
+            actions.append(Speculate(utt.index))
+        elif event is EndpointEvent.END:
             actions += self._end_utterance()
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
@@ -313,7 +338,9 @@ class Session:
         if utt is None:
             return []
         actions: list[Action] = []
-        keep = max(0, self.config.trailing_ms // self.config.frame_ms)
+        # after a pause was decoded, its trailing silence is already sent: adding more would only
+        # make that decode unusable as the final
+        keep = 0 if utt.speculated else max(0, self.config.trailing_ms // self.config.frame_ms)
         for off, frame in self._held[:keep]:
             actions.append(SendAudio(frame, off, utt.index))
         for item in self._held[keep:]:
@@ -349,6 +376,17 @@ class Session:
     def on_event(self, ev: StreamEvent, now: float) -> list[Action]:
         if isinstance(ev, RecognitionError):
             return [self._error(ev.code, ev.message, now)]
+        if isinstance(ev, EndpointHint):
+            utt = self._utt
+            if (
+                utt is not None
+                and utt.index == ev.utterance
+                and utt.speculated
+                and self._endpointer.paused
+                and reads_finished(ev.text)
+            ):
+                return self._end_utterance()  # a finished sentence and still silent: end now
+            return []
         actions: list[Action] = []
         if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
             self.interrupts += 1
@@ -436,6 +474,16 @@ class Session:
 
     def _error(self, code: str, message: str, now: float) -> Publish:
         return Publish(error_message(session_id=self.id, code=code, message=message, timestamp=now))
+
+
+def reads_finished(text: str) -> bool:
+    """Whether a decode ends like a finished sentence: '.', '?' or '!', but not a trailing '...'.
+
+    Whisper punctuates from the audio, prosody included, so a falling "...man." after a pause is
+    a good sign the speaker is done; "...and" or "...because..." is not.
+    """
+    t = text.rstrip().rstrip("\"')]»”’")
+    return t.endswith((".", "?", "!")) and not t.endswith(("..", "…"))
 
 
 def _params_dict(p: StreamParams) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from nats.aio.subscription import Subscription
 from .backends.base import Recognizer, RecognizerStream
 from .config import Settings, comma_list
 from .protocol import (
+    Chunk,
     Code,
     End,
     Finalize,
@@ -44,6 +46,7 @@ from .session import (
     SendAudio,
     Session,
     SessionConfig,
+    Speculate,
 )
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,36 @@ class _Live:
     on_close: list[dict[str, Any]] = field(default_factory=list)  # published after the last final
 
 
+class LatencyWindow:
+    """The most recent ``keep`` durations (seconds) and their percentiles."""
+
+    def __init__(self, keep: int = 200_000) -> None:
+        self._values: deque[float] = deque(maxlen=keep)
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, seconds: float) -> None:
+        self._values.append(seconds)
+        self.count += 1
+        self.max = max(self.max, seconds)
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (0-100) of the window, None if empty."""
+        if not self._values:
+            return None
+        ordered = sorted(self._values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
+
+    def summary(self) -> str:
+        if not self.count:
+            return "none"
+        p50, p99 = self.percentile(50) or 0.0, self.percentile(99) or 0.0
+        return (
+            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {self.max * 1000:.1f} ms "
+            f"over {self.count}"
+        )
+
+
 @dataclass
 class WorkerStats:
     messages: int = 0
@@ -65,6 +98,16 @@ class WorkerStats:
     published: int = 0
     sessions_opened: int = 0
     sessions_closed: int = 0
+    # per audio chunk: time spent handling it, and client timestamp -> handled (same-clock lag)
+    chunk_handling: LatencyWindow = field(default_factory=LatencyWindow)
+    chunk_lag: LatencyWindow = field(default_factory=LatencyWindow)
+
+    def summary(self) -> str:
+        return (
+            f"{self.messages} messages, {self.sessions_opened} sessions, {self.published} "
+            f"published, {self.errors} errors; chunk handling {self.chunk_handling.summary()}; "
+            f"chunk lag from client timestamp {self.chunk_lag.summary()}"
+        )
 
 
 async def connect_nats(
@@ -223,6 +266,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
         await self.recognizer.aclose()
+        log.info("worker stats: %s", self.stats.summary())
 
     async def run_until_signal(self) -> None:
         """``serve``: run until SIGTERM/SIGINT, then drain and return."""
@@ -241,6 +285,7 @@ class Worker:
         prefix = self.settings.stt_input_subject
         sid = session_id_from_subject(msg.subject, prefix)
         now = time.time()
+        began = time.perf_counter()
         try:
             parsed = parse_inbound(msg.data, sid, self.settings.stt_max_chunk_bytes)
             live = self.sessions.get(sid)
@@ -269,6 +314,10 @@ class Worker:
                 if live is None:
                     return
             await self._execute(live, live.session.handle(parsed, now))
+            if isinstance(parsed, Chunk):
+                self.stats.chunk_handling.add(time.perf_counter() - began)
+                if parsed.timestamp is not None:
+                    self.stats.chunk_lag.add(time.time() - parsed.timestamp)
         except Exception:
             log.exception("session %s: internal error handling a message", sid)
             await self._reply_error(
@@ -331,6 +380,8 @@ class Worker:
                     await self._publish(live.session.id, message)
                 case EndUtterance(utterance, until):
                     live.stream.flush(utterance, until)
+                case Speculate(utterance):
+                    live.stream.speculate(utterance)
                 case Reconfigure(params):
                     live.stream.configure(params)
                 case Close(reason):

@@ -152,7 +152,17 @@ async def test_send_and_tail_print_readable_results(tmp_path: Path) -> None:
         try:
             await _wait_ready(proc)
             tail = subprocess.Popen(
-                [*CLI, "tail", "--nats-url", server.url, "--duration", "30", "--count", "2"],
+                [
+                    *CLI,
+                    "tail",
+                    "--nats-url",
+                    server.url,
+                    "--duration",
+                    "30",
+                    "--count",
+                    "2",
+                    "--finals",
+                ],
                 env=_env(server.url),
                 text=True,
                 stdout=subprocess.PIPE,
@@ -191,8 +201,10 @@ async def test_send_and_tail_print_readable_results(tmp_path: Path) -> None:
     assert "{" not in send.stdout  # readable lines, not raw dicts
     lines = tail_out.splitlines()
     assert len(lines) == 2, tail_out
-    assert sorted(line.split()[1] for line in lines) == ["[cli-1]", "[cli-2]"]
-    assert all("✓ He might even have been made amiable himself." in line for line in lines)
+    assert sorted(line.split()[1] for line in lines) == ["[cli-1]", "[cli-2]"], tail_out
+    assert all("✓ He might even have been made amiable himself." in line for line in lines), (
+        tail_out
+    )
 
 
 def test_send_rejects_a_file_that_is_not_wav(tmp_path: Path) -> None:

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from stt_service.audio import rms_dbfs
-from stt_service.backends.base import RecognitionError, RecognitionEvent, StreamParams
+from stt_service.backends.base import (
+    EndpointHint,
+    RecognitionError,
+    RecognitionEvent,
+    StreamParams,
+)
 from stt_service.protocol import Chunk, Inbound, ProtocolError, parse_inbound
 from stt_service.session import (
     Action,
@@ -21,6 +26,8 @@ from stt_service.session import (
     SendAudio,
     Session,
     SessionConfig,
+    Speculate,
+    reads_finished,
 )
 from tests.speech import clicks, joined, silence, sox_convert, utterance, utterances, white_noise
 
@@ -615,3 +622,75 @@ def test_start_at_48k_stereo_is_accepted_and_heard() -> None:
     sent = np.concatenate([a.samples for a in sends(actions) if a.utterance == 0])
     start = span(actions, 0)[0]
     assert np.corrcoef(sent, mono_samples[start : start + sent.size])[0, 1] > 0.99
+
+
+# --- eager endpointing: a pause is decoded, a finished sentence ends the utterance -------------
+EAGER = SessionConfig(hangover_s=0.8, eager_s=0.25)
+
+
+def speech_then_pause(pause_s: float) -> tuple[Session, list[Action], float]:
+    s = new_session(EAGER)
+    audio = np.concatenate([silence(0.5), utterance("0880").samples, silence(pause_s)])
+    actions, now = feed(s, audio, T0, chunk_samples=480)
+    return s, actions, now
+
+
+def test_a_pause_is_decoded_once_with_the_audio_the_final_would_have() -> None:
+    s, actions, _ = speech_then_pause(0.5)
+    specs = [i for i, a in enumerate(actions) if isinstance(a, Speculate)]
+    # one per pause of at least 0.25 s: this utterance has breaths inside it, and ends with one
+    assert specs and all(actions[i] == Speculate(0) for i in specs)
+    assert not ends(actions) and s.in_utterance  # 0.5 s < the 0.8 s hangover
+    sent_before = span(actions[: specs[-1]], 0)
+    assert span(actions, 0) == sent_before  # nothing sent after the last speculation...
+    # ...and what was sent runs about 0.25 s past the last voiced frame (its trailing silence)
+    assert sent_before[1] - 16000 * (0.5 + utterance("0880").audio.duration) < 0.3 * 16000
+
+
+def test_a_finished_sentence_at_a_pause_ends_the_utterance_at_once() -> None:
+    s, _, now = speech_then_pause(0.4)
+    out = s.on_event(EndpointHint(0, "He was not an ill-disposed young man."), now)
+    assert ends(out) == [EndUtterance(0)] and not sends(out)
+    assert not s.in_utterance
+
+
+def test_an_unfinished_sentence_waits_for_the_full_silence() -> None:
+    s, _, now = speech_then_pause(0.4)
+    assert s.on_event(EndpointHint(0, "He was not an ill..."), now) == []
+    assert s.on_event(EndpointHint(0, "He was not an"), now) == []
+    assert s.in_utterance
+    more, _ = feed(s, silence(0.5), now, chunk_samples=480)
+    assert ends(more) == [EndUtterance(0)]
+    assert not sends(more)  # the decoded pause stays exactly the final's audio
+
+
+def test_a_hint_after_speech_resumed_is_ignored() -> None:
+    s, _, now = speech_then_pause(0.4)
+    resumed, now = feed(s, utterance("0930").samples[:8000], now, chunk_samples=480)
+    assert sends(resumed)
+    assert s.on_event(EndpointHint(0, "He was not an ill-disposed young man."), now) == []
+    assert s.in_utterance
+
+
+def test_eager_endpointing_off_sends_no_speculation() -> None:
+    s = new_session(SessionConfig(hangover_s=0.8))
+    audio = np.concatenate([silence(0.5), utterance("0880").samples, silence(1.0)])
+    actions, _ = feed(s, audio, T0, chunk_samples=480)
+    assert not [a for a in actions if isinstance(a, Speculate)]
+    assert ends(actions) == [EndUtterance(0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "finished"),
+    [
+        ("He was not an ill-disposed young man.", True),
+        ("Is that so?", True),
+        ('He said "stop!"', True),
+        ("He was not an ill...", False),
+        ("because…", False),
+        ("and then", False),
+        ("", False),
+    ],
+)
+def test_reads_finished(text: str, finished: bool) -> None:
+    assert reads_finished(text) is finished

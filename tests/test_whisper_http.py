@@ -157,10 +157,12 @@ async def test_real_server_matches_the_local_backend(service, whisper_server: st
 async def test_partials_can_be_switched_off(service, whisper_server: str) -> None:
     u = utterance("0870")
     proxy = Proxy(whisper_server)
-    async with serving(proxy) as url, service(**http_settings(url, stt_partial_interval=0)) as h:
+    off = {"stt_partial_interval": 0, "stt_eager_endpoint": 0}
+    async with serving(proxy) as url, service(**http_settings(url, **off)) as h:
         res = await h.stream("http-nopartial", joined([u]), speed=2.0)
     assert res.partials == [] and len(res.finals) == 1
-    assert len(proxy.requests) == 1  # one request per utterance: the final
+    # one request per utterance, the final (no decodes at pauses either: eager endpointing off)
+    assert len(proxy.requests) == 1
     assert wer(u.reference, res.text) <= 0.1
 
 

@@ -51,7 +51,16 @@ class RecognitionError:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-StreamEvent = RecognitionEvent | RecognitionError
+@dataclass(frozen=True, slots=True)
+class EndpointHint:
+    """What the utterance so far says, decoded at a pause (:meth:`RecognizerStream.speculate`):
+    the session core ends the utterance early when the text reads as a finished sentence."""
+
+    utterance: int
+    text: str
+
+
+StreamEvent = RecognitionEvent | RecognitionError | EndpointHint
 
 
 class RecognizerStream(Protocol):
@@ -61,6 +70,11 @@ class RecognizerStream(Protocol):
     def flush(self, utterance: int, until: int | None = None) -> None:
         """End ``utterance`` and produce its final. With ``until``, only audio before that session
         sample belongs to it; audio after it already sent is carried into ``utterance + 1``."""
+
+    def speculate(self, utterance: int) -> None:
+        """The speaker paused: decode ``utterance`` as sent so far now, answer with an
+        :class:`EndpointHint`, and if no more audio comes before :meth:`flush`, use that decode as
+        the final. Backends that find turns themselves ignore it."""
 
     def configure(self, params: StreamParams) -> None:
         """Apply new per-session options mid-stream (keyterms, thresholds)."""

@@ -288,6 +288,9 @@ class DeepgramStream:
         self._flush_pending()
         self._queue(_Control("force", self._dialect.force_end))
 
+    def speculate(self, utterance: int) -> None:
+        """The model finds turns itself (service endpointing is off): nothing to do."""
+
     def configure(self, params: StreamParams) -> None:
         options = self._dialect.options(params)
         if options == self._options:

@@ -26,7 +26,7 @@ import numpy as np
 from ..audio import TARGET_RATE, Int16Array
 from ..config import Settings
 from ..protocol import Code
-from .base import RecognitionError, RecognitionEvent, StreamEvent, StreamParams
+from .base import EndpointHint, RecognitionError, RecognitionEvent, StreamEvent, StreamParams
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,37 @@ class Decoded:
     language: str | None
 
 
+DecodeArgs = tuple[
+    Int16Array, str | None, tuple[str, ...], bool
+]  # audio, language, keyterms, final
 DecodeFn = Callable[[Int16Array, str | None, tuple[str, ...], bool], Awaitable[Decoded]]
-_Job = tuple[tuple[Int16Array, str | None, tuple[str, ...], bool], "asyncio.Future[Decoded | None]"]
+# decodes several requests in one call (one model call for many sessions); one result or exception
+# per request, in order
+BatchDecodeFn = Callable[[list[DecodeArgs]], Awaitable[list[Decoded | Exception]]]
+_Job = tuple[DecodeArgs, "asyncio.Future[Decoded | None]"]
 
 
 class DecodeScheduler:
     """Runs a backend's decodes, ``concurrency`` at a time: finals first (FIFO), then the oldest
-    latest-partial of each session. Decode arguments: (audio, language, keyterms, final)."""
+    latest-partial of each session. Decode arguments: (audio, language, keyterms, final).
 
-    def __init__(self, decode: DecodeFn, concurrency: int = 1, name: str = "decode") -> None:
+    With ``batch`` and ``max_batch`` > 1, each run takes up to ``max_batch`` queued requests of
+    one kind (finals, else partials) and decodes them together: what a GPU needs to serve many
+    sessions, since one batched call costs little more than one request.
+    """
+
+    def __init__(
+        self,
+        decode: DecodeFn,
+        concurrency: int = 1,
+        name: str = "decode",
+        *,
+        batch: BatchDecodeFn | None = None,
+        max_batch: int = 1,
+    ) -> None:
         self._decode = decode
+        self._batch = batch
+        self._max_batch = max(1, max_batch) if batch is not None else 1
         self._concurrency = concurrency
         self._name = name
         self._finals: deque[_Job] = deque()
@@ -99,6 +120,7 @@ class DecodeScheduler:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.decodes = 0
+        self.batches = 0
         self.skipped_partials = 0
         self._closed = False
 
@@ -140,32 +162,59 @@ class DecodeScheduler:
             self.skipped_partials += 1
             old[1].set_result(None)
 
+    def _take(self) -> list[_Job]:
+        """The next jobs to run together: finals first, else the oldest partials."""
+        jobs: list[_Job] = []
+        while self._finals and len(jobs) < self._max_batch:
+            job = self._finals.popleft()
+            if not job[1].done():
+                jobs.append(job)
+        if jobs:
+            return jobs
+        while self._partials and len(jobs) < self._max_batch:
+            key = next(iter(self._partials))  # insertion order: the oldest request
+            job = self._partials.pop(key)
+            if not job[1].done():
+                jobs.append(job)
+        return jobs
+
     async def _run(self) -> None:
         while True:
-            if self._finals:
-                args, fut = self._finals.popleft()
-            elif self._partials:
-                key = next(iter(self._partials))  # insertion order: the oldest request
-                args, fut = self._partials.pop(key)
-            else:
+            jobs = self._take()
+            if not jobs:
+                if self._finals or self._partials:
+                    continue
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if fut.done():
-                continue
             try:
-                result = await self._decode(*args)
+                results = await self._run_jobs(jobs)
             except asyncio.CancelledError:  # shut down mid-decode: nobody waits forever
-                if not fut.done():
-                    fut.set_exception(RuntimeError(f"the {self._name} backend shut down first"))
+                for _, fut in jobs:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError(f"the {self._name} backend shut down first"))
                 raise
-            except Exception as exc:
+            self.batches += 1
+            for (_, fut), result in zip(jobs, results, strict=True):
+                if isinstance(result, Exception):
+                    if not fut.done():
+                        fut.set_exception(result)
+                    continue
+                self.decodes += 1
                 if not fut.done():
-                    fut.set_exception(exc)
-                continue
-            self.decodes += 1
-            if not fut.done():
-                fut.set_result(result)
+                    fut.set_result(result)
+
+    async def _run_jobs(self, jobs: list[_Job]) -> list[Decoded | Exception]:
+        if self._batch is not None and self._max_batch > 1:
+            try:
+                return await self._batch([args for args, _ in jobs])
+            except Exception as exc:
+                return [exc] * len(jobs)
+        (args, _fut) = jobs[0]
+        try:
+            return [await self._decode(*args)]
+        except Exception as exc:
+            return [exc]
 
     async def aclose(self) -> None:
         self._closed = True
@@ -210,6 +259,8 @@ class UtteranceStream:
         self._last_partial_text = ""
         self._last_partial_at = 0.0
         self._finals: deque[tuple[int, int, Int16Array]] = deque()  # (utterance, start, audio)
+        # the decode started at the speaker's last pause: (utterance, samples, its result)
+        self._spec: tuple[int, int, asyncio.Future[Decoded | None]] | None = None
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"utterances-{params.session_id}")
@@ -220,6 +271,9 @@ class UtteranceStream:
             self._reset(utterance, offset)
         elif not self._samples:
             self._start = offset  # first audio of an utterance announced by the last flush
+        if self._spec is not None and not self._spec[2].done():
+            self._spec[2].cancel()  # speech went on: a decode of the pause would be wasted
+            self._spec = None
         self._chunks.append(samples)
         self._samples += samples.size
         self._wake.set()
@@ -242,6 +296,32 @@ class UtteranceStream:
         # a partial of this utterance still queued is stale now: skip it, the final comes next
         self._backend.scheduler.cancel_partial(self._params.session_id)
         self._wake.set()
+
+    def speculate(self, utterance: int) -> None:
+        """Decode the utterance so far at final quality now, ahead of the queue of partials. The
+        result becomes an :class:`EndpointHint`, and the final itself if no audio follows."""
+        if utterance != self._utterance or self._samples < MIN_DECODE_SAMPLES:
+            return
+        if self._spec is not None and self._spec[:2] == (utterance, self._samples):
+            return  # already decoding exactly this
+        audio = np.concatenate(self._chunks)
+        self._chunks = [audio]
+        p = self._params
+        fut = self._backend.scheduler.submit(
+            self._params.session_id, audio, p.language, p.keyterms, True
+        )
+        self._spec = (utterance, audio.size, fut)
+        fut.add_done_callback(lambda f: self._on_speculation(utterance, audio.size, f))
+
+    def _on_speculation(
+        self, utterance: int, samples: int, fut: asyncio.Future[Decoded | None]
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return  # the final decodes again, and reports a lasting failure itself
+        res = fut.result()
+        # still the same utterance, and nothing spoken since: the hint is current
+        if res is not None and utterance == self._utterance and samples == self._samples:
+            self._events.put_nowait(EndpointHint(utterance, res.text))
 
     def configure(self, params: StreamParams) -> None:
         self._params = self._checked(params)
@@ -327,8 +407,17 @@ class UtteranceStream:
         self, sched: DecodeScheduler, key: str, utt: int, start: int, audio: Int16Array
     ) -> None:
         p = self._params
+        spec, self._spec = self._spec, None
         try:
-            res = await sched.submit(key, audio, p.language, p.keyterms, True)
+            res = None
+            if spec is not None and spec[:2] == (utt, audio.size):
+                # nothing was said after the pause: the speculative decode is this final, and
+                # its failure is the final's (the backend already retried what it could)
+                await asyncio.wait([spec[2]])
+                if not spec[2].cancelled():
+                    res = spec[2].result()
+            if res is None:
+                res = await sched.submit(key, audio, p.language, p.keyterms, True)
         except Exception as exc:
             log.error("session %s: final decode failed: %s", key, exc)
             self._events.put_nowait(RecognitionError(Code.BACKEND_ERROR, str(exc), utterance=utt))

@@ -2,6 +2,16 @@
 
 Utterance handling is shared with the HTTP backend (:mod:`.utterance`); this module loads the model
 and decodes on one inference thread, off the event loop.
+
+Short context: Whisper's encoder is built for a fixed 30 s window, and faster-whisper pads every
+input to it, so a 3 s utterance costs as much as 30 s (about 250 ms of encoder time for tiny.en on
+two cores). An utterance is at most ``STT_BUFFER_SIZE_BYTES`` long, so with
+``WHISPER_SHORT_CONTEXT`` (the default) the encoder sees only the audio plus at least 1 s of
+padding, in 5 s steps: 4-8x less encoder work and a faster decoder (its cross-attention is
+shorter), with the same words on our test speech. A final whose decode looks wrong (a repetition
+loop, or no words from what the model takes for speech) is decoded again the standard way, with
+the full window and a temperature fallback. Several sessions' decodes run as one batch
+(``WHISPER_BATCH_SIZE``): one encoder and one decoder call for all of them.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ import asyncio
 import logging
 import os
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any, Literal
@@ -19,9 +30,15 @@ import numpy as np
 from ..audio import TARGET_RATE, Int16Array, to_float32
 from ..config import Settings
 from .base import StreamParams
-from .utterance import Decoded, DecodeScheduler, UtteranceStream, combine_segments
+from .utterance import DecodeArgs, Decoded, DecodeScheduler, UtteranceStream, combine_segments
 
 log = logging.getLogger(__name__)
+
+CONTEXT_STEP = 500  # encoder frames (10 ms each): short windows are multiples of 5 s
+CONTEXT_MARGIN = 100  # at least 1 s of padding after the audio, so the model sees it end
+FULL_CONTEXT = 3000  # Whisper's 30 s window
+COMPRESSION_RATIO_LIMIT = 2.4  # above it a decode is repeating itself (faster-whisper's default)
+NO_SPEECH_LIMIT = 0.6
 
 
 @cache
@@ -59,6 +76,11 @@ class WhisperLocal:
         self._scheduler: DecodeScheduler | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
         self.english_only = False
+        self.batch_size = settings.whisper_batch_size or (8 if self.device == "cuda" else 1)
+        self.short_context: Literal["off", "partials", "all"] = settings.whisper_short_context
+        self._tokenizers: dict[str | None, Any] = {}
+        self._suppress: list[int] = []
+        self.fallbacks = 0  # finals decoded again with the full window
 
     async def start(self) -> None:
         try:
@@ -86,7 +108,13 @@ class WhisperLocal:
             ) from None
         self.english_only = not getattr(self._model.model, "is_multilingual", True)
         log.info("model loaded in %.1f s", time.perf_counter() - t0)
-        self._scheduler = DecodeScheduler(self._decode_off_loop, concurrency=1, name="whisper")
+        self._scheduler = DecodeScheduler(
+            self._decode_off_loop,
+            concurrency=1,
+            name="whisper",
+            batch=self._decode_batch_off_loop,
+            max_batch=self.batch_size,
+        )
         # one warm-up decode so the first session does not pay for lazy initialisation
         await self._decode_off_loop(np.zeros(TARGET_RATE // 2, np.int16), None, (), False)
 
@@ -120,29 +148,150 @@ class WhisperLocal:
     async def _decode_off_loop(
         self, samples: Int16Array, language: str | None, keyterms: tuple[str, ...], final: bool
     ) -> Decoded:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, self._decode, samples, language, keyterms, final
-            )
-        except Exception as exc:
-            log.exception("Whisper decode failed")
-            raise RuntimeError(f"Whisper decode failed: {exc}") from exc
+        result = (await self._decode_batch_off_loop([(samples, language, keyterms, final)]))[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    # runs on the scheduler's thread
-    def _decode(
+    async def _decode_batch_off_loop(self, jobs: list[DecodeArgs]) -> list[Decoded | Exception]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._decode_batch, jobs)
+
+    # --- on the inference thread ----------------------------------------------------------------
+    def _decode_batch(self, jobs: list[DecodeArgs]) -> list[Decoded | Exception]:
+        results: list[Decoded | Exception | None] = [None] * len(jobs)
+        mode = self.short_context
+        short = [
+            i
+            for i, job in enumerate(jobs)
+            if (mode == "all" or (mode == "partials" and not job[3]))
+            and job[0].size < (FULL_CONTEXT - CONTEXT_MARGIN) * 160
+        ]
+        if short:
+            try:
+                decoded = self._decode_short([jobs[i] for i in short])
+                for i, one in zip(short, decoded, strict=True):
+                    results[i] = one
+            except Exception:
+                log.exception("short-context decode failed; decoding with the full window")
+        out: list[Decoded | Exception] = []
+        for job, done in zip(jobs, results, strict=True):
+            if done is not None:
+                out.append(done)
+                continue
+            try:  # long audio, or a short-context final that looked wrong
+                out.append(self._decode_full(*job))
+            except Exception as exc:
+                log.exception("Whisper decode failed")
+                out.append(RuntimeError(f"Whisper decode failed: {exc}"))
+        return out
+
+    def _tokenizer(self, language: str | None) -> Any:
+        tok = self._tokenizers.get(language)
+        if tok is None:
+            from faster_whisper.tokenizer import Tokenizer
+
+            tok = Tokenizer(
+                self._model.hf_tokenizer,
+                self._model.model.is_multilingual,
+                task="transcribe",
+                language=language,
+            )
+            self._tokenizers[language] = tok
+        return tok
+
+    def _decode_short(self, jobs: list[DecodeArgs]) -> list[Decoded | None]:
+        """One encoder and one decoder call for all ``jobs``, on a window just long enough.
+
+        None for a final whose decode looks wrong: the caller decodes it the standard way.
+        """
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        longest = max(job[0].size for job in jobs) // 160 + 1
+        width = min(FULL_CONTEXT, -(-(longest + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP)
+        # pad the audio, not the features: the padding then looks like the silence Whisper was
+        # trained on (fewer repetition loops than zero features)
+        padded = np.zeros(width * 160, np.float32)
+        feats = []
+        for job in jobs:
+            padded[:] = 0.0
+            audio = to_float32(job[0])[: padded.size]
+            padded[: audio.size] = audio
+            feats.append(model.feature_extractor(padded)[:, :width])
+        batch = np.stack(feats).astype(np.float32, copy=False)
+        encoded = model.encode(batch)
+
+        languages: list[str | None] = ["en" if self.english_only else job[1] for job in jobs]
+        if any(lang is None for lang in languages):
+            detected = model.model.detect_language(encoded)
+            languages = [
+                lang if lang is not None else detected[k][0][0][2:-2]
+                for k, lang in enumerate(languages)
+            ]
+        prompts = []
+        for job, lang in zip(jobs, languages, strict=True):
+            keyterms = job[2]
+            prompts.append(
+                model.get_prompt(
+                    self._tokenizer(lang),
+                    [],
+                    without_timestamps=True,
+                    hotwords=" ".join(keyterms) if keyterms else None,
+                )
+            )
+        if not self._suppress:
+            self._suppress = list(get_suppressed_tokens(self._tokenizer(languages[0]), [-1]))
+        final = any(job[3] for job in jobs)
+        generated = model.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.settings.whisper_beam_size if final else 1,
+            length_penalty=1,
+            max_length=model.max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )
+        out: list[Decoded | None] = []
+        for job, lang, res in zip(jobs, languages, generated, strict=True):
+            tokens = res.sequences_ids[0]
+            text = self._tokenizer(lang).decode(tokens).strip()
+            avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1)
+            no_speech = res.no_speech_prob
+            # a repetition loop, or nothing at all from what the model thinks is speech
+            if job[3] and (
+                _compression_ratio(text) > COMPRESSION_RATIO_LIMIT
+                or (not text and no_speech <= NO_SPEECH_LIMIT)
+            ):
+                self.fallbacks += 1
+                out.append(None)
+                continue
+            combined, confidence = combine_segments([(text, no_speech, avg_logprob)])
+            out.append(Decoded(combined, confidence, lang))
+        return out
+
+    def _decode_full(
         self,
         samples: Int16Array,
         language: str | None,
         keyterms: tuple[str, ...],
         final: bool,
     ) -> Decoded:
-        """Finals use the configured beam and a temperature fallback; partials are greedy."""
+        """faster-whisper's own transcribe: the 30 s window, and for finals the configured beam and
+        a temperature fallback (one sampled decode at 0.4 when greedy loops); partials are
+        greedy."""
         segments, info = self._model.transcribe(
             to_float32(samples),
             language="en" if self.english_only else language,
             beam_size=self.settings.whisper_beam_size if final else 1,
             temperature=(0.0, 0.4) if final else 0.0,
+            # only a repetition loop (compression ratio) retries, with one sampled decode, not
+            # five: a final waits for it, and a merely unsure greedy decode (tiny.en on an unusual
+            # word) is rarely improved by sampling; silence is dropped by combine_segments
+            log_prob_threshold=None,
+            best_of=1,
             without_timestamps=True,
             condition_on_previous_text=False,
             vad_filter=False,
@@ -152,3 +301,9 @@ class WhisperLocal:
             (s.text, s.no_speech_prob, s.avg_logprob) for s in segments
         )
         return Decoded(text, confidence, getattr(info, "language", None))
+
+
+def _compression_ratio(text: str) -> float:
+    """Text length over its zlib-compressed length: high when a decode repeats itself."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
