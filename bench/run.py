@@ -2,6 +2,7 @@
 
     uv run python bench/run.py                       # local Whisper, 1, 2 and 4 sessions
     uv run python bench/run.py --sessions 1,2,4,8 --passes 2 --out bench/results
+    uv run python bench/run.py --sessions 1 --env STT_EAGER_ENDPOINT=0 --label no-eager
 
 Starts an embedded ``nats-server`` and the worker (``stt-service serve``, a separate process, so
 its CPU and memory are its own), then for each N streams N concurrent sessions of real speech
@@ -12,12 +13,15 @@ measures barge-in. Reported per N:
 - end of speech -> final transcript (p50/p95/p99), speech onset -> first partial, speech onset ->
   interrupt; "real time" when no result waits longer than ``--lag-limit`` and latency does not
   grow from the first utterances to the last;
-- worker CPU (share of one core and of the machine) and peak resident memory;
+- worker CPU (share of one core and of the machine) and peak resident memory, and the worker's
+  own per-chunk figures (handling time, and lag from the chunk's client timestamp), which it logs
+  when it stops; each N gets a fresh worker, so every figure is that N's alone;
 - word error rate of the finals;
 - baseline: offline faster-whisper on the same utterances with the same model and beam (the
   accuracy and compute floor), and its real-time factor.
 
-Figures go to ``{out}/results.json`` and a Markdown table on stdout.
+Figures go to ``{out}/{label}.json`` (default ``bench/results/results.json``) and a Markdown table
+on stdout.
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ class RunResult:
     realtime: bool = False
     worker_cpu_cores: float = 0.0
     worker_peak_rss_mb: float = 0.0
+    worker_stats: str = ""  # the worker's own summary line: chunk handling and lag percentiles
+    # median end-of-speech -> final per utterance of the session audio, ms (which ones are slow)
+    final_ms_by_utterance: list[float] = field(default_factory=list)
 
 
 def speech_bounds(samples: np.ndarray, frame: int = 480) -> tuple[float, float]:
@@ -124,6 +131,7 @@ class WorkerProcess:
             text=True,
         )
         self.ready = threading.Event()
+        self.stats = ""
         self.peak_rss_kb = 0
         threading.Thread(target=self._read_log, daemon=True).start()
 
@@ -132,6 +140,8 @@ class WorkerProcess:
         for line in self.proc.stderr:
             if "listening on" in line:
                 self.ready.set()
+            elif "worker stats:" in line:
+                self.stats = line.split("worker stats:", 1)[1].strip()
             elif "ERROR" in line or "Traceback" in line:
                 print(f"  worker: {line.rstrip()}", file=sys.stderr)
 
@@ -150,6 +160,10 @@ class WorkerProcess:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        time.sleep(0.2)  # the log reader takes the last lines
+
+
+by_span: dict[int, list[float]] = {}
 
 
 def score(
@@ -164,6 +178,7 @@ def score(
     partial_lat: list[float] = []
     hyps: list[str] = []
     missing = 0
+    by_span.clear()
     for p in range(passes):
         for span in spans:
             start, end = span.start + p * period, span.end + p * period
@@ -178,6 +193,7 @@ def score(
                 missing += 1
                 continue
             final_lat.append(max(t for _, t in mine) - sent_end)
+            by_span.setdefault(spans.index(span), []).append(final_lat[-1])
             sent_start = timing.sent_at(start)
             first = [
                 t for m, t in partials if m.get("audio_end", 0) > start and t >= (sent_start or 0)
@@ -224,11 +240,14 @@ async def run_sessions(
 
     result = RunResult(sessions=n, worker_cpu_cores=round(cpu, 2))
     finals, partials, irqs, refs, hyps = [], [], [], [], []
+    per_span: dict[int, list[float]] = {}
     first_half, second_half = [], []
     for sid, timing in timings.items():
         res = collector.results(sid)
         f, p, i, h, missing = score(res, timing, spans, passes, period)
         result.missing_finals += missing
+        for k, v in by_span.items():
+            per_span.setdefault(k, []).extend(v)
         result.errors += len(res.errors)
         finals += f
         partials += p
@@ -239,6 +258,9 @@ async def run_sessions(
         first_half += f[:half]
         second_half += f[half:]
     result.utterances = len(refs)
+    result.final_ms_by_utterance = [
+        round(statistics.median(per_span[k]) * 1000) for k in sorted(per_span)
+    ]
     result.final_latency_ms = pct(finals)
     result.first_partial_ms = pct(partials)
     result.interrupt_ms = pct(irqs)
@@ -286,7 +308,11 @@ async def main() -> None:
     ap.add_argument("--sessions", default="1,2,4", help="comma-separated concurrency levels")
     ap.add_argument("--passes", type=int, default=1, help="times each session repeats the audio")
     ap.add_argument("--lag-limit", type=float, default=2.0, help="seconds: slower is not real time")
-    ap.add_argument("--out", default="bench/results", help="where results.json goes")
+    ap.add_argument("--out", default="bench/results", help="where the JSON goes")
+    ap.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="a worker setting"
+    )
+    ap.add_argument("--label", default="results", help="names the JSON file: {out}/{label}.json")
     args = ap.parse_args()
     levels = [int(x) for x in args.sessions.split(",")]
 
@@ -295,25 +321,37 @@ async def main() -> None:
     baseline = offline_baseline(beam=1)
     print(f"offline baseline: WER {baseline['wer']:.1%}, RTF {baseline['rtf']}", flush=True)
 
+    env = dict(kv.split("=", 1) for kv in args.env)
+    if env:
+        print(f"worker settings: {env}", flush=True)
     runs: list[RunResult] = []
     with EmbeddedNats() as nats:
-        worker = WorkerProcess(nats.url, {"STT_MAX_SESSIONS": str(max(levels) + 10)})
-        try:
-            if not worker.ready.wait(120):
-                raise SystemExit("the worker did not start within 120 s")
-            for n in levels:
+        for n in levels:
+            worker = WorkerProcess(nats.url, {"STT_MAX_SESSIONS": str(n + 10), **env})
+            try:
+                if not worker.ready.wait(120):
+                    raise SystemExit("the worker did not start within 120 s")
                 print(f"streaming {n} session(s) at real-time pace ...", flush=True)
                 r = await run_sessions(nats.url, worker, n, args.passes, args.lag_limit)
-                runs.append(r)
-                print(f"  {json.dumps(asdict(r))}", flush=True)
-        finally:
-            worker.stop()
+            finally:
+                worker.stop()
+            r.worker_stats = worker.stats
+            runs.append(r)
+            print(f"  {json.dumps(asdict(r))}", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
+    path = out / f"{args.label}.json"
+    path.write_text(
         json.dumps(
-            {"machine": machine, "offline": baseline, "runs": [asdict(r) for r in runs]}, indent=2
+            {
+                "machine": machine,
+                "label": args.label,
+                "settings": env,
+                "offline": baseline,
+                "runs": [asdict(r) for r in runs],
+            },
+            indent=2,
         )
     )
     print()
@@ -330,7 +368,12 @@ async def main() -> None:
             f"{r.interrupt_ms.get('p95')} | {r.wer:.1%} ({baseline['wer']:.1%}) | "
             f"{r.worker_cpu_cores} | {r.worker_peak_rss_mb} |"
         )
-    print(f"\nresults: {out / 'results.json'}")
+    best = max((r.sessions for r in runs if r.realtime), default=None)
+    print(f"\nhighest real-time N measured: {best}")
+    for r in runs:
+        print(f"  N={r.sessions} worker: {r.worker_stats}")
+        print(f"  N={r.sessions} final ms by utterance (median): {r.final_ms_by_utterance}")
+    print(f"results: {path}")
 
 
 if __name__ == "__main__":
