@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from nats.aio.client import Client as NATS  # noqa: E402
 
+from bench.common import pct_ms, proc_cpu_seconds, proc_status_kb  # noqa: E402
 from stt_service.audio import WavAudio  # noqa: E402
 from stt_service.client import (  # noqa: E402
     ResultCollector,
@@ -109,17 +110,6 @@ def session_audio() -> tuple[WavAudio, list[Span]]:
     return WavAudio(np.concatenate(parts).tobytes(), RATE, 1), spans
 
 
-def pct(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    v = sorted(values)
-
-    def at(q: float) -> float:
-        return round(v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))] * 1000, 1)
-
-    return {"p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "max": round(v[-1] * 1000, 1)}
-
-
 class WorkerProcess:
     """``stt-service serve`` in its own process; CPU and memory read from /proc."""
 
@@ -132,7 +122,6 @@ class WorkerProcess:
         )
         self.ready = threading.Event()
         self.stats = ""
-        self.peak_rss_kb = 0
         threading.Thread(target=self._read_log, daemon=True).start()
 
     def _read_log(self) -> None:
@@ -146,13 +135,10 @@ class WorkerProcess:
                 print(f"  worker: {line.rstrip()}", file=sys.stderr)
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return proc_cpu_seconds(self.proc.pid)
 
-    def sample_rss(self) -> None:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                self.peak_rss_kb = max(self.peak_rss_kb, int(line.split()[1]))
+    def peak_rss_mb(self) -> float:
+        return round(proc_status_kb(self.proc.pid, "VmHWM") / 1024, 1)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -163,13 +149,11 @@ class WorkerProcess:
         time.sleep(0.2)  # the log reader takes the last lines
 
 
-by_span: dict[int, list[float]] = {}
-
-
 def score(
     res: SessionResults, timing: StreamTiming, spans: list[Span], passes: int, period: float
-) -> tuple[list[float], list[float], list[float], list[str], int]:
-    """Per utterance: end-of-speech latency, first-partial latency; interrupts; hypotheses."""
+) -> tuple[list[float], list[float], list[float], list[str], int, dict[int, list[float]]]:
+    """Per utterance: end-of-speech latency, first-partial latency; interrupts; hypotheses;
+    missing finals; the end-of-speech latencies by utterance index."""
     finals = [(m, t) for m, t in zip(res.messages, res.arrivals, strict=True) if m.get("is_final")]
     partials = [
         (m, t) for m, t in zip(res.messages, res.arrivals, strict=True) if m.get("is_partial")
@@ -178,9 +162,9 @@ def score(
     partial_lat: list[float] = []
     hyps: list[str] = []
     missing = 0
-    by_span.clear()
+    by_span: dict[int, list[float]] = {}  # utterance index -> its latencies
     for p in range(passes):
-        for span in spans:
+        for k, span in enumerate(spans):
             start, end = span.start + p * period, span.end + p * period
             mine = [
                 (m, t)
@@ -193,7 +177,7 @@ def score(
                 missing += 1
                 continue
             final_lat.append(max(t for _, t in mine) - sent_end)
-            by_span.setdefault(spans.index(span), []).append(final_lat[-1])
+            by_span.setdefault(k, []).append(final_lat[-1])
             sent_start = timing.sent_at(start)
             first = [
                 t for m, t in partials if m.get("audio_end", 0) > start and t >= (sent_start or 0)
@@ -205,7 +189,7 @@ def score(
     ]
     onset = timing.sent_at(spans[0].start)
     irq = [interrupts[0] - onset] if interrupts and onset is not None else []
-    return final_lat, partial_lat, irq, hyps, missing
+    return final_lat, partial_lat, irq, hyps, missing, by_span
 
 
 async def run_sessions(
@@ -225,7 +209,6 @@ async def run_sessions(
         await stream_audio(nc, sid, audio, speed=1.0, state="responding", timing=timings[sid])
 
     cpu0, t0 = worker.cpu_seconds(), time.monotonic()
-    sampler = asyncio.create_task(_sample(worker))
     await asyncio.gather(*(one(sid) for sid in timings))
     deadline = time.monotonic() + 30
     expected = len(spans) * passes
@@ -235,7 +218,6 @@ async def run_sessions(
         await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)
     cpu = (worker.cpu_seconds() - cpu0) / (time.monotonic() - t0)
-    sampler.cancel()
     await nc.close()
 
     result = RunResult(sessions=n, worker_cpu_cores=round(cpu, 2))
@@ -244,7 +226,7 @@ async def run_sessions(
     first_half, second_half = [], []
     for sid, timing in timings.items():
         res = collector.results(sid)
-        f, p, i, h, missing = score(res, timing, spans, passes, period)
+        f, p, i, h, missing, by_span = score(res, timing, spans, passes, period)
         result.missing_finals += missing
         for k, v in by_span.items():
             per_span.setdefault(k, []).extend(v)
@@ -261,9 +243,9 @@ async def run_sessions(
     result.final_ms_by_utterance = [
         round(statistics.median(per_span[k]) * 1000) for k in sorted(per_span)
     ]
-    result.final_latency_ms = pct(finals)
-    result.first_partial_ms = pct(partials)
-    result.interrupt_ms = pct(irqs)
+    result.final_latency_ms = pct_ms(finals)
+    result.first_partial_ms = pct_ms(partials)
+    result.interrupt_ms = pct_ms(irqs)
     result.wer = round(word_error_rate(" ".join(refs), " ".join(hyps)), 4)
     growing = bool(first_half and second_half) and (
         statistics.median(second_half) > 1.5 * statistics.median(first_half) + 0.2
@@ -271,14 +253,8 @@ async def run_sessions(
     result.realtime = (
         result.missing_finals == 0 and not growing and max(finals, default=99) < lag_limit
     )
-    result.worker_peak_rss_mb = round(worker.peak_rss_kb / 1024, 1)
+    result.worker_peak_rss_mb = worker.peak_rss_mb()
     return result
-
-
-async def _sample(worker: WorkerProcess) -> None:
-    while True:
-        worker.sample_rss()
-        await asyncio.sleep(0.5)
 
 
 def offline_baseline(beam: int) -> dict[str, Any]:

@@ -258,30 +258,16 @@ class Session:
         cfg = self.config
         offset = self.samples_heard
         self.samples_heard += frame.size
-        listening_for_barge_in = self.state == "responding" and cfg.interrupt_enabled
-        if not cfg.service_endpointing and not listening_for_barge_in:
-            # the backend finds turns, and no interrupt is possible: the VAD's verdict would go
-            # unused, and it is most of a frame's cost
+        barge_in_possible = self.state == "responding" and cfg.interrupt_enabled
+        if not cfg.service_endpointing:  # the backend finds turns: stream everything
+            # the VAD is most of a frame's cost; here only a possible barge-in needs it
+            if barge_in_possible:
+                self._check_interrupt(self._classifier.classify(frame).voiced, now, actions)
             actions.append(SendAudio(frame, offset, 0))
             return
         info = self._classifier.classify(frame)
-
-        if (
-            self.state == "responding"
-            and cfg.interrupt_enabled
-            and self._interrupts.step(info.voiced)
-        ):
-            self.interrupts += 1
-            actions.append(
-                Publish(
-                    interrupt_message(session_id=self.id, timestamp=now, speaker_id=self.speaker_id)
-                )
-            )
-            self._set_state("listening")
-
-        if not cfg.service_endpointing:  # the backend finds turns: stream everything
-            actions.append(SendAudio(frame, offset, 0))
-            return
+        if barge_in_possible:
+            self._check_interrupt(info.voiced, now, actions)
 
         event = self._endpointer.step(info.voiced)
         utt = self._utt
@@ -313,6 +299,20 @@ class Session:
             actions += self._end_utterance()
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
+
+    def _check_interrupt(self, voiced: bool, now: float, actions: list[Action]) -> None:
+        if self._interrupts.step(voiced):
+            self._interrupt(now, actions)
+
+    def _interrupt(self, now: float, actions: list[Action]) -> None:
+        """Barge-in: tell the client, and go back to listening."""
+        self.interrupts += 1
+        actions.append(
+            Publish(
+                interrupt_message(session_id=self.id, timestamp=now, speaker_id=self.speaker_id)
+            )
+        )
+        self._set_state("listening")
 
     def _begin_utterance(self, offset: int, actions: list[Action]) -> _Utterance:
         start = self._preroll[0][0] if self._preroll else offset
@@ -389,13 +389,7 @@ class Session:
             return []
         actions: list[Action] = []
         if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
-            self.interrupts += 1
-            actions.append(
-                Publish(
-                    interrupt_message(session_id=self.id, timestamp=now, speaker_id=self.speaker_id)
-                )
-            )
-            self._set_state("listening")
+            self._interrupt(now, actions)
         if ev.utterance <= self._finished and self.config.service_endpointing:
             return actions  # a late partial, or a repeated final: never publish it
         if ev.is_final:

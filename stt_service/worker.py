@@ -74,19 +74,16 @@ class LatencyWindow:
         self.count += 1
         self.max = max(self.max, seconds)
 
-    def percentile(self, q: float) -> float | None:
-        """The ``q``-th percentile (0-100) of the window, None if empty."""
-        if not self._values:
-            return None
-        ordered = sorted(self._values)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]
-
     def summary(self) -> str:
         if not self.count:
             return "none"
-        p50, p99 = self.percentile(50) or 0.0, self.percentile(99) or 0.0
+        ordered = sorted(self._values)
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
+
         return (
-            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {self.max * 1000:.1f} ms "
+            f"p50 {at(0.5):.1f} ms, p99 {at(0.99):.1f} ms, max {self.max * 1000:.1f} ms "
             f"over {self.count}"
         )
 

@@ -181,9 +181,7 @@ class DecodeScheduler:
     async def _run(self) -> None:
         while True:
             jobs = self._take()
-            if not jobs:
-                if self._finals or self._partials:
-                    continue
+            if not jobs:  # both queues are empty now
                 self._wake.clear()
                 await self._wake.wait()
                 continue
