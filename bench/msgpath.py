@@ -395,7 +395,7 @@ class Child:
             *argv,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "STT_HEALTH_PORT": "0", **(env or {})},
             limit=1 << 20,
         )
         return cls(name, proc)

@@ -116,7 +116,13 @@ class WorkerProcess:
     def __init__(self, nats_url: str, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stt_service.cli", "serve"],
-            env={**os.environ, **env, "NATS_URL": nats_url, "STT_LOG_LEVEL": "INFO"},
+            env={
+                **os.environ,
+                "STT_HEALTH_PORT": "0",  # no health checks: nothing else may hold 8080
+                **env,
+                "NATS_URL": nats_url,
+                "STT_LOG_LEVEL": "INFO",
+            },
             stderr=subprocess.PIPE,
             text=True,
         )

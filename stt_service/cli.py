@@ -27,6 +27,7 @@ from .client import (
     word_error_rate,
 )
 from .config import ConfigError, Settings, load_settings
+from .natsconn import connect_nats, nats_options, redact_url
 
 log = logging.getLogger("stt_service")
 
@@ -58,13 +59,10 @@ def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
     return f"? {m}"
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from .telemetry import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
@@ -84,16 +82,24 @@ def _nats_url(args: argparse.Namespace) -> str:
 # --- serve ----------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _setup_logging(settings.stt_log_level)
+    _setup_logging(settings.stt_log_level, settings.stt_log_format)
     from .backends import make_recognizer
+    from .telemetry import Telemetry, build_providers
     from .worker import Worker
 
-    worker = Worker(settings, make_recognizer(settings))
+    recognizer = make_recognizer(settings)
+    if settings.otel_enabled:
+        telemetry = Telemetry(*build_providers(settings), backend=recognizer.name)
+    else:
+        telemetry = Telemetry(backend=recognizer.name)
+    worker = Worker(settings, recognizer, telemetry)
     try:
         asyncio.run(worker.run_until_signal())
     except RuntimeError as exc:  # model or NATS unavailable: one clear line
         print(f"stt-service: {exc}", file=sys.stderr)
         return 1
+    finally:
+        telemetry.shutdown()  # export the spans of the sessions the drain closed
     log.info("stopped")
     return 0
 
@@ -134,7 +140,7 @@ async def _demo(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         await worker.start()
         print(f"  ready in {time.perf_counter() - t_load:.1f} s")
-        nc = await nats.connect(url)
+        nc = await nats.connect(url, **nats_options(settings))
         sid = f"demo-{uuid.uuid4().hex[:6]}"
         timing = StreamTiming()
         t0 = time.monotonic()
@@ -199,13 +205,11 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 async def _send(args: argparse.Namespace, audio: Any) -> int:
-    import nats
-
     url = _nats_url(args)
-    try:
-        nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=3)
-    except Exception as exc:
-        print(f"stt-service send: cannot connect to NATS at {url}: {exc}", file=sys.stderr)
+    try:  # the service's own connect: credentials and TLS from the environment, one-line errors
+        nc = await connect_nats(_settings(args), url=url, name="stt-service-send")
+    except RuntimeError as exc:
+        print(f"stt-service send: {exc}", file=sys.stderr)
         return 1
     prefix = args.session_prefix or f"send-{uuid.uuid4().hex[:6]}"
     ids = [f"{prefix}-{i + 1}" for i in range(args.sessions)]
@@ -233,7 +237,7 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
     total = duration or (float("inf") if args.loop else audio.duration)
     print(
         f"sending {Path(args.file).name} ({audio.duration:.1f} s, {audio.sample_rate} Hz, "
-        f"{audio.channels} ch) to {args.sessions} session(s) on {url}, "
+        f"{audio.channels} ch) to {args.sessions} session(s) on {redact_url(url)}, "
         f"{args.chunk_ms} ms chunks at {args.speed:g}x",
         flush=True,
     )
@@ -310,13 +314,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    import nats
-
     url = _nats_url(args)
     try:
-        nc = await nats.connect(url, connect_timeout=3)
-    except Exception as exc:
-        print(f"stt-service tail: cannot connect to NATS at {url}: {exc}", file=sys.stderr)
+        nc = await connect_nats(_settings(args), url=url, name="stt-service-tail")
+    except RuntimeError as exc:
+        print(f"stt-service tail: {exc}", file=sys.stderr)
         return 1
     count = [0]
     done = asyncio.Event()
@@ -336,7 +338,7 @@ async def _tail(args: argparse.Namespace) -> int:
     session = args.session or "*"
     await ResultCollector(nc, args.output_subject, show).start(session)
     print(
-        f"tailing {args.output_subject}.{session} on {url} (Ctrl+C to stop)",
+        f"tailing {args.output_subject}.{session} on {redact_url(url)} (Ctrl+C to stop)",
         file=sys.stderr,
         flush=True,
     )
@@ -369,6 +371,28 @@ def cmd_list_endpoints(args: argparse.Namespace) -> int:
         return 1
     print(format_table(endpoints, args.region))
     return 0
+
+
+# --- healthcheck ----------------------------------------------------------------------------------
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """The container HEALTHCHECK: exit 0 when ``serve`` on this host answers, else 1."""
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if not url:
+        port = os.environ.get("STT_HEALTH_PORT", "8080")
+        url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            print(f"{url}: {resp.status} {resp.read().decode(errors='replace').strip()}")
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(f"{url}: {exc.code} {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        print(f"{url}: no answer ({reason})", file=sys.stderr)
+    return 1
 
 
 # --- emulate --------------------------------------------------------------------------------------
@@ -472,6 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
     )
     sp.set_defaults(func=cmd_tail)
+    sp = sub.add_parser(
+        "healthcheck", help="exit 0 when the local serve answers /healthz (container HEALTHCHECK)"
+    )
+    sp.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
+    sp.add_argument("--url", help="full URL to check (default: 127.0.0.1:$STT_HEALTH_PORT)")
+    sp.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    sp.set_defaults(func=cmd_healthcheck)
     sp = sub.add_parser("list-endpoints", help="list the SageMaker endpoints of a region")
     sp.add_argument(
         "--region",

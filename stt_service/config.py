@@ -43,6 +43,22 @@ class Settings(BaseSettings):
     stt_output_subject: str = Field(
         "ai.voice.transcription", description="prefix of outbound subjects"
     )
+    nats_user: str = Field("", description="NATS user name (with NATS_PASSWORD)")
+    nats_password: SecretStr | None = Field(None, description="NATS password (with NATS_USER)")
+    nats_token: SecretStr | None = Field(None, description="NATS authentication token")
+    nats_nkey_seed_file: str = Field(
+        "", description="file holding the user NKey seed (SU...) to sign the server's nonce with"
+    )
+    nats_creds_file: str = Field(
+        "", description="NATS .creds file (user JWT and NKey seed; decentralised auth)"
+    )
+    nats_tls_ca_file: str = Field(
+        "", description="PEM file of the CA(s) that signed the NATS server's certificate"
+    )
+    nats_tls_cert_file: str = Field(
+        "", description="PEM client certificate for NATS (TLS verify; with NATS_TLS_KEY_FILE)"
+    )
+    nats_tls_key_file: str = Field("", description="PEM private key of NATS_TLS_CERT_FILE")
 
     # --- recognizer -------------------------------------------------------------------------
     stt_backend: BackendName = Field("whisper", description="which recognizer serves sessions")
@@ -196,15 +212,45 @@ class Settings(BaseSettings):
     stt_max_chunk_bytes: int = Field(
         512 * 1024, ge=1024, description="largest audio payload of one chunk, in bytes"
     )
+    stt_max_session_seconds: float = Field(
+        14_400.0,
+        gt=0,
+        description="longest session, in seconds on the clock; past it the session's pending "
+        "speech is finalised and it is closed with session_too_long",
+    )
+    stt_max_buffered_audio_bytes: int = Field(
+        1_920_000,
+        ge=32_000,
+        description="audio (16 kHz mono 16-bit bytes) a session may hold waiting for a "
+        "recognizer that fell behind; chunks past it are refused with backend_overloaded "
+        "(1920000 = 60 s)",
+    )
     stt_drain_timeout: float = Field(
         20.0, gt=0, description="seconds a SIGTERM drain may take before the worker exits anyway"
     )
 
+    # --- health checks ----------------------------------------------------------------------
+    stt_health_port: int = Field(
+        8080, ge=0, le=65535, description="port of /healthz and /readyz for serve; 0: none"
+    )
+    stt_health_host: str = Field("0.0.0.0", description="address the health checks listen on")
+
     # --- telemetry and logs -----------------------------------------------------------------
     otel_enabled: bool = Field(
-        True, description="OpenTelemetry export (accepted; the exporter is not wired in yet)"
+        True,
+        description="OpenTelemetry traces and metrics, exported over OTLP/HTTP where the "
+        "standard OTEL_EXPORTER_OTLP_* variables point (nothing is exported without one)",
     )
-    hyperdx_enabled: bool = Field(False, description="send OpenTelemetry data to HyperDX")
+    hyperdx_enabled: bool = Field(
+        False, description="export OpenTelemetry data to HyperDX (needs HYPERDX_API_KEY)"
+    )
+    hyperdx_api_key: SecretStr | None = Field(None, description="HyperDX ingestion API key")
+    hyperdx_endpoint: str = Field(
+        "https://in-otel.hyperdx.io", description="HyperDX OTLP/HTTP endpoint"
+    )
+    stt_log_format: Literal["text", "json"] = Field(
+        "text", description="log lines of serve: text, or json (one object per line)"
+    )
     stt_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO",
         validation_alias=AliasChoices("STT_LOG_LEVEL", "LOG_LEVEL", "stt_log_level"),
@@ -225,6 +271,13 @@ class Settings(BaseSettings):
                 "must be a NATS subject prefix without wildcards, e.g. ai.voice.stream"
             )
         return v
+
+    @model_validator(mode="after")
+    def _nats_security(self) -> Settings:
+        from .natsconn import check_security  # NATS_USER ... NATS_TLS_*: complete and usable
+
+        check_security(self)
+        return self
 
     @model_validator(mode="after")
     def _backend_available(self) -> Settings:
@@ -257,6 +310,8 @@ class Settings(BaseSettings):
             and self.flux_eager_eot_threshold > self.flux_eot_threshold
         ):
             raise ValueError("FLUX_EAGER_EOT_THRESHOLD must not exceed FLUX_EOT_THRESHOLD")
+        if self.hyperdx_enabled and self.otel_enabled and not self.hyperdx_api_key:
+            raise ValueError("HYPERDX_API_KEY: required when HYPERDX_ENABLED=true")
         if self.aws_ca_bundle and not Path(self.aws_ca_bundle).is_file():
             raise ValueError(f"AWS_CA_BUNDLE: no such file {self.aws_ca_bundle!r}")
         if self.stt_backend not in IMPLEMENTED_BACKENDS:

@@ -27,6 +27,14 @@ class InterruptDetector:
         self._voiced += voiced
         return self._voiced >= self.min_frames
 
+    def onset_frames_ago(self) -> int:
+        """How many frames back (counting the last one as 1) the first voiced frame in the window
+        is: where the speech that fired the interrupt began."""
+        for i, voiced in enumerate(self._window):
+            if voiced:
+                return len(self._window) - i
+        return 0
+
     def reset(self) -> None:
         self._window.clear()
         self._voiced = 0

@@ -33,6 +33,8 @@ class Code:
     CHUNK_TOO_LARGE = "chunk_too_large"
     TOO_MANY_SESSIONS = "too_many_sessions"
     SESSION_IDLE_TIMEOUT = "session_idle_timeout"
+    SESSION_TOO_LONG = "session_too_long"
+    BACKEND_OVERLOADED = "backend_overloaded"
     SESSION_ALREADY_STARTED = "session_already_started"
     UNKNOWN_SESSION = "unknown_session"
     SERVICE_DRAINING = "service_draining"

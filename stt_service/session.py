@@ -12,13 +12,20 @@ streaming faster or slower than real time gets the same utterances.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
-from .backends.base import EndpointHint, RecognitionError, StreamEvent, StreamParams
+from .backends.base import (
+    EndpointHint,
+    RecognitionError,
+    RecognitionEvent,
+    StreamEvent,
+    StreamParams,
+)
 from .config import Settings
 from .interrupt import InterruptDetector
 from .protocol import (
@@ -76,7 +83,19 @@ class Close:
     reason: str
 
 
-Action = Publish | SendAudio | EndUtterance | Speculate | Reconfigure | Close
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A latency the user feels, for metrics: ``final`` (end of speech to the final),
+    ``first_partial`` (start of speech to the utterance's first partial) or ``interrupt``
+    (speech onset while responding to the interrupt). Measured from when the audio in question
+    reached the session to the ``now`` of the message it produced."""
+
+    name: str
+    seconds: float
+    utterance: int = -1
+
+
+Action = Publish | SendAudio | EndUtterance | Speculate | Reconfigure | Close | Measure
 
 
 # --- configuration shared by all sessions of a worker ---------------------------------------------
@@ -95,6 +114,7 @@ class SessionConfig:
     interrupt_enabled: bool = True
     interrupt_min_speech_ms: int = 150
     idle_timeout_s: float = 60.0
+    max_session_s: float = 14_400.0
     service_endpointing: bool = True  # False: the backend finds turns itself; all audio is sent
 
     @classmethod
@@ -109,6 +129,7 @@ class SessionConfig:
             interrupt_enabled=s.stt_enable_interrupt_detection,
             interrupt_min_speech_ms=s.stt_interrupt_min_speech_ms,
             idle_timeout_s=s.stt_session_idle_timeout,
+            max_session_s=s.stt_max_session_seconds,
             service_endpointing=service_endpointing,
         )
 
@@ -140,6 +161,7 @@ class Session:
         self.started_explicitly = False
         self.closed = False
         self.sequence = 0
+        self.opened_at = now
         self.last_message_at = now
         # when the audio delivered so far would have finished playing: a real-time client's next
         # chunk is due then, so a slow or jittery client is not mistaken for one that stopped
@@ -170,6 +192,10 @@ class Session:
         self._next_utterance = 0
         self._voice: dict[int, bool] = {}  # utterance -> had voiced frames (for has_voice_activity)
         self._finished: int = -1  # highest utterance whose final was handled
+        # (samples heard after a chunk, when it arrived): when did a given sample reach us
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)
+        self._speech: dict[int, list[int]] = {}  # utterance -> [first, last] voiced sample
+        self._partial_sent: set[int] = set()  # utterances that had their first partial
 
     # --- inbound --------------------------------------------------------------------------------
     def handle(self, msg: Inbound, now: float) -> list[Action]:
@@ -250,9 +276,23 @@ class Session:
         seconds = len(pcm) / (2 * self._normalizer.channels * self._normalizer.sample_rate)
         self.audio_due_at = max(self.audio_due_at, now) + seconds
         actions: list[Action] = []
-        for frame in self._splitter.push(self._normalizer.push(pcm)):
+        frames = self._splitter.push(self._normalizer.push(pcm))
+        if frames:
+            self._arrivals.append((self.samples_heard + sum(f.size for f in frames), now))
+        for frame in frames:
             self._on_frame(frame, now, actions)
         return actions
+
+    def arrival(self, sample: int) -> float | None:
+        """When the chunk holding session sample ``sample`` arrived (None: too long ago)."""
+        i = bisect.bisect_left(self._arrivals, sample, key=lambda a: a[0])
+        if i == len(self._arrivals) or (i == 0 and sample < self._arrivals[0][0] - 48_000):
+            return None
+        return self._arrivals[i][1]
+
+    def _measure(self, name: str, sample: int, now: float, utterance: int = -1) -> list[Action]:
+        at = self.arrival(sample)
+        return [] if at is None else [Measure(name, max(0.0, now - at), utterance)]
 
     def _on_frame(self, frame: Int16Array, now: float, actions: list[Action]) -> None:
         cfg = self.config
@@ -283,6 +323,8 @@ class Session:
         if info.voiced:
             utt.voiced_frames += 1
             self._voice[utt.index] = True
+            span = self._speech.setdefault(utt.index, [offset, offset])
+            span[1] = offset + frame.size
         if info.voiced or not cfg.vad_enabled:
             utt.speculated = False
             self._send_held(utt, actions)
@@ -302,6 +344,9 @@ class Session:
 
     def _check_interrupt(self, voiced: bool, now: float, actions: list[Action]) -> None:
         if self._interrupts.step(voiced):
+            ago = self._interrupts.onset_frames_ago()
+            onset = self.samples_heard - ago * self.config.frame_samples
+            actions += self._measure("interrupt", onset, now)
             self._interrupt(now, actions)
 
     def _interrupt(self, now: float, actions: list[Action]) -> None:
@@ -389,6 +434,7 @@ class Session:
             return []
         actions: list[Action] = []
         if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
+            actions += self._measure("interrupt", round(ev.audio_start * TARGET_RATE), now)
             self._interrupt(now, actions)
         if ev.utterance <= self._finished and self.config.service_endpointing:
             return actions  # a late partial, or a repeated final: never publish it
@@ -400,6 +446,7 @@ class Session:
             else self._voice.get(ev.utterance, True)
         )
         text = ev.text.strip()
+        actions += self._latency(ev, bool(text), now)
         if not text:
             return actions
         actions.append(
@@ -426,11 +473,44 @@ class Session:
         self.sequence += 1
         return actions
 
+    def _latency(self, ev: RecognitionEvent, published: bool, now: float) -> list[Action]:
+        """``final`` and ``first_partial`` measurements for a transcript about to be published."""
+        if self.config.service_endpointing:  # the VAD saw where speech began and ended
+            bounds = self._speech.pop(ev.utterance, None) if ev.is_final else None
+            bounds = bounds or self._speech.get(ev.utterance)
+        else:  # the model's own word times, else the event's audio window
+            first = ev.words[0].start if ev.words else ev.audio_start
+            last = ev.words[-1].end if ev.words else ev.audio_end
+            bounds = [round(first * TARGET_RATE), round(last * TARGET_RATE)]
+        if not published or bounds is None:
+            return []
+        if ev.is_final:
+            self._partial_sent.discard(ev.utterance)
+            return self._measure("final", bounds[1], now, ev.utterance)
+        if ev.utterance in self._partial_sent:
+            return []
+        if len(self._partial_sent) > 1000:  # turns whose final never came
+            self._partial_sent.clear()
+        self._partial_sent.add(ev.utterance)
+        return self._measure("first_partial", bounds[0], now, ev.utterance)
+
     # --- time -----------------------------------------------------------------------------------
     def tick(self, now: float, chunk_timeout_s: float) -> list[Action]:
-        """Clock-driven endings: a speaker whose chunks stopped mid-utterance, an idle session."""
+        """Clock-driven endings: a speaker whose chunks stopped mid-utterance, an idle session,
+        a session past its longest duration."""
         if self.closed:
             return []
+        if now - self.opened_at >= self.config.max_session_s:
+            actions = [
+                self._error(
+                    Code.SESSION_TOO_LONG,
+                    f"the session reached its limit of {self.config.max_session_s:g} s "
+                    "(STT_MAX_SESSION_SECONDS) and is closed; its pending speech is still "
+                    "transcribed; send 'start' to go on in a new session",
+                    now,
+                )
+            ]
+            return actions + self.close(now, reason="too long")
         if now - self.last_message_at >= self.config.idle_timeout_s:
             actions = [
                 self._error(

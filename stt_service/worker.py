@@ -18,13 +18,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .backends.base import Recognizer, RecognizerStream
-from .config import Settings, comma_list
+from .backends.base import RecognitionError, Recognizer, RecognizerStream
+from .config import Settings
+from .health import HealthServer
+from .natsconn import connect_nats
 from .protocol import (
     Chunk,
     Code,
@@ -41,6 +42,7 @@ from .session import (
     Action,
     Close,
     EndUtterance,
+    Measure,
     Publish,
     Reconfigure,
     SendAudio,
@@ -48,6 +50,7 @@ from .session import (
     SessionConfig,
     Speculate,
 )
+from .telemetry import SessionTrace, Telemetry, bind_session, session_logging
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -57,8 +60,11 @@ TICK_S = 0.05
 class _Live:
     session: Session
     stream: RecognizerStream
+    trace: SessionTrace
+    close_reason: str = ""
     pump: asyncio.Task[None] | None = None
     on_close: list[dict[str, Any]] = field(default_factory=list)  # published after the last final
+    refusing: bool = False  # chunks are being refused: the recognizer is behind
 
 
 class LatencyWindow:
@@ -95,6 +101,7 @@ class WorkerStats:
     published: int = 0
     sessions_opened: int = 0
     sessions_closed: int = 0
+    refused_chunks: int = 0
     # per audio chunk: time spent handling it, and client timestamp -> handled (same-clock lag)
     chunk_handling: LatencyWindow = field(default_factory=LatencyWindow)
     chunk_lag: LatencyWindow = field(default_factory=LatencyWindow)
@@ -107,58 +114,26 @@ class WorkerStats:
         )
 
 
-async def connect_nats(
-    url: str, *, name: str = "stt-service", first_connect_timeout: float = 10.0
-) -> NATS:
-    """Connect with endless reconnects (sessions outlive a NATS restart); fail fast at first."""
-
-    holder: list[NATS] = []
-
-    def shutting_down() -> bool:
-        return bool(holder) and (holder[0].is_closed or holder[0].is_draining)
-
-    async def on_error(exc: Exception) -> None:
-        log.warning("NATS: %s", str(exc) or type(exc).__name__)
-
-    async def on_disconnect() -> None:
-        if not shutting_down():
-            log.warning("NATS: disconnected; reconnecting")
-
-    async def on_reconnect() -> None:
-        log.info("NATS: reconnected")
-
-    try:
-        # endless reconnects once connected, but a first connection that fails is reported
-        connecting = nats.connect(
-            servers=list(comma_list(url)),
-            name=name,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            connect_timeout=3,
-            ping_interval=10,
-            max_outstanding_pings=3,
-            error_cb=on_error,
-            disconnected_cb=on_disconnect,
-            reconnected_cb=on_reconnect,
-        )
-        nc = await asyncio.wait_for(connecting, first_connect_timeout)
-    except TimeoutError:
-        raise RuntimeError(
-            f"cannot connect to NATS at {url}: no answer in {first_connect_timeout:g} s"
-        ) from None
-    except Exception as exc:
-        raise RuntimeError(
-            f"cannot connect to NATS at {url}: {str(exc) or type(exc).__name__}"
-        ) from None
-    holder.append(nc)
-    return nc
-
-
 class Worker:
-    def __init__(self, settings: Settings, recognizer: Recognizer) -> None:
+    def __init__(
+        self, settings: Settings, recognizer: Recognizer, telemetry: Telemetry | None = None
+    ) -> None:
         self.settings = settings
         self.recognizer = recognizer
+        self.tel = telemetry or Telemetry(backend=recognizer.name)
+        self.tel_attrs = {"stt.backend": recognizer.name}
+        self.tel.observe(
+            "stt.inference.queue_depth",
+            "{request}",
+            "decodes waiting for the model (local and HTTP Whisper)",
+            self._queue_depth,
+        )
+        self.tel.observe(
+            "stt.audio.backlog",
+            "s",
+            "audio accepted and not yet recognised, all sessions",
+            lambda: sum(live.stream.backlog() for live in list(self.sessions.values())) / 16000,
+        )
         self.config = SessionConfig.from_settings(
             settings, service_endpointing=recognizer.endpointing == "service"
         )
@@ -176,7 +151,7 @@ class Worker:
     async def start(self, nc: NATS | None = None) -> None:
         if not self.recognizer.ready():
             await self.recognizer.start()
-        self.nc = nc or await connect_nats(self.settings.nats_url)
+        self.nc = nc or await connect_nats(self.settings)
         subject = f"{self.settings.stt_input_subject}.*"
         # nats-py's default pending limits (512 Ki messages, 128 MiB) bound memory; past them
         # it reports a slow consumer through the error callback, which logs it
@@ -265,22 +240,56 @@ class Worker:
         await self.recognizer.aclose()
         log.info("worker stats: %s", self.stats.summary())
 
+    def _queue_depth(self) -> float | None:
+        try:  # read from the exporter's thread: a plain attribute read, no loop state changed
+            return float(getattr(self.recognizer, "scheduler").depth)  # noqa: B009
+        except Exception:  # no scheduler (Deepgram streams), or not started yet
+            return None
+
+    def readiness(self) -> list[str]:
+        """Why this worker should not get traffic now (empty: ready)."""
+        problems = []
+        if self.draining:
+            problems.append("draining")
+        if self.nc is None:
+            problems.append("starting: not connected to NATS yet")
+        elif not self.nc.is_connected:
+            problems.append("NATS connection lost; reconnecting")
+        if not self.recognizer.ready():
+            problems.append(f"recognizer {self.recognizer.name} not ready")
+        return problems
+
     async def run_until_signal(self) -> None:
-        """``serve``: run until SIGTERM/SIGINT, then drain and return."""
+        """``serve``: health checks, run until SIGTERM/SIGINT, then drain and return."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        await stop.wait()
-        log.info("signal received")
-        await self.drain()
+        health: HealthServer | None = None
+        if self.settings.stt_health_port:
+            # up before the model loads: /healthz answers, /readyz says what is missing
+            health = HealthServer(
+                self.settings.stt_health_host, self.settings.stt_health_port, self.readiness
+            )
+            await health.start()
+        try:
+            await self.start()
+            await stop.wait()
+            log.info("signal received")
+            await self.drain()
+        finally:
+            if health is not None:
+                await health.aclose()
 
     # --- inbound --------------------------------------------------------------------------------
     async def _on_message(self, msg: Msg) -> None:
         self.stats.messages += 1
-        prefix = self.settings.stt_input_subject
-        sid = session_id_from_subject(msg.subject, prefix)
+        sid = session_id_from_subject(msg.subject, self.settings.stt_input_subject)
+        live = self.sessions.get(sid)
+        with session_logging(sid, live.trace.span if live is not None else None):
+            await self._handle_message(msg, sid)
+
+    async def _handle_message(self, msg: Msg, sid: str) -> None:
         now = time.time()
         began = time.perf_counter()
         try:
@@ -310,8 +319,13 @@ class Worker:
                 live = await self._open(sid, now)
                 if live is None:
                     return
+            if isinstance(parsed, Chunk) and await self._backlogged(live, now):
+                return
+            heard = live.session.samples_heard
             await self._execute(live, live.session.handle(parsed, now))
             if isinstance(parsed, Chunk):
+                self.tel.chunks.add(1, self.tel_attrs)
+                self.tel.audio.add((live.session.samples_heard - heard) / 16000, self.tel_attrs)
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
                     self.stats.chunk_lag.add(time.time() - parsed.timestamp)
@@ -323,6 +337,40 @@ class Worker:
                 "internal error handling this message; see the service log",
                 now,
             )
+
+    async def _backlogged(self, live: _Live, now: float) -> bool:
+        """Refuse a chunk (with an error) while the recognizer holds too much of this session's
+        audio: refused audio was never accepted, so nothing accepted is ever dropped."""
+        backlog = live.stream.backlog() * 2
+        limit = self.settings.stt_max_buffered_audio_bytes
+        if backlog < limit:
+            live.refusing = False
+            return False
+        self.stats.refused_chunks += 1
+        self.tel.refused.add(1, {**self.tel_attrs, "stt.code": Code.BACKEND_OVERLOADED})
+        if not live.refusing:
+            live.refusing = True
+            log.warning(
+                "session %s: %d bytes of audio wait for the recognizer; refusing chunks",
+                live.session.id,
+                backlog,
+            )
+        self.stats.errors += 1
+        message = (
+            f"this chunk was not accepted: {backlog / 32000:.1f} s of this session's audio is "
+            f"still waiting for the recognizer (limit STT_MAX_BUFFERED_AUDIO_BYTES="
+            f"{limit}); send it again later or slow down"
+        )
+        await self._publish(
+            live.session.id,
+            error_message(
+                session_id=live.session.id,
+                code=Code.BACKEND_OVERLOADED,
+                message=message,
+                timestamp=now,
+            ),
+        )
+        return True
 
     async def _open(self, sid: str, now: float) -> _Live | None:
         if self.draining:
@@ -344,7 +392,7 @@ class Worker:
             return None
         session = Session(sid, self.config, now)
         stream = self.recognizer.open_stream(session.params)
-        live = _Live(session, stream)
+        live = _Live(session, stream, self.tel.session(sid))
         live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
@@ -361,6 +409,8 @@ class Worker:
 
     async def _reply_error(self, sid: str, code: str, message: str, now: float) -> None:
         self.stats.errors += 1
+        if code not in (Code.BACKEND_ERROR, Code.INTERNAL_ERROR):
+            self.tel.refused.add(1, {**self.tel_attrs, "stt.code": code})
         if code not in (Code.TOO_MANY_SESSIONS, Code.SERVICE_DRAINING):
             log.warning("session %s: %s: %s", sid[:128], code, message)
         await self._publish(
@@ -373,16 +423,24 @@ class Worker:
             match action:
                 case SendAudio(samples, offset, utterance):
                     live.stream.send_audio(samples, offset, utterance)
+                    if self.config.service_endpointing:
+                        live.trace.utterance(utterance)
                 case Publish(message):
-                    await self._publish(live.session.id, message)
+                    with live.trace.publishing(message):
+                        await self._publish(live.session.id, message)
                 case EndUtterance(utterance, until):
                     live.stream.flush(utterance, until)
+                    if self.config.service_endpointing:
+                        live.trace.flushed(utterance)
+                case Measure(name, seconds, utterance):
+                    live.trace.measured(name, seconds, utterance)
                 case Speculate(utterance):
                     live.stream.speculate(utterance)
                 case Reconfigure(params):
                     live.stream.configure(params)
                 case Close(reason):
                     log.info("session %s closing (%s)", live.session.id, reason)
+                    live.close_reason = reason
                     self._ended[live.session.id] = time.time()
                     self._begin_close(live)
 
@@ -392,6 +450,7 @@ class Worker:
             await self.nc.publish(f"{self.settings.stt_output_subject}.{sid}", encode(message))
             self.stats.published += 1
         except Exception as exc:  # closed connection during shutdown, or the pending buffer is full
+            self.tel.dropped.add(1, {**self.tel_attrs, "stt.type": str(message.get("type"))})
             log.error("session %s: could not publish %s: %s", sid, message.get("type"), exc)
 
     def _begin_close(self, live: _Live) -> None:
@@ -403,6 +462,7 @@ class Worker:
         task.add_done_callback(self._closing.discard)
 
     async def _finish(self, live: _Live) -> None:
+        bind_session(live.session.id, live.trace.span)
         try:
             await live.stream.aclose()
             if live.pump is not None:
@@ -413,6 +473,7 @@ class Worker:
             log.exception("session %s: error while closing", live.session.id)
         self.stats.sessions_closed += 1
         s = live.session
+        live.trace.close(live.close_reason, s.samples_heard / 16000, s.sequence, s.interrupts)
         log.info(
             "session %s closed: %.1f s audio, %d transcripts, %d interrupts",
             s.id,
@@ -422,8 +483,11 @@ class Worker:
         )
 
     async def _pump(self, live: _Live) -> None:
+        bind_session(live.session.id, live.trace.span)
         try:
             async for event in live.stream.events():
+                if isinstance(event, RecognitionError):
+                    self.tel.backend_errors.add(1, {**self.tel_attrs, "stt.code": event.code})
                 await self._execute(live, live.session.on_event(event, time.time()))
         except Exception:
             log.exception("session %s: recognizer stream failed", live.session.id)
@@ -443,7 +507,8 @@ class Worker:
                 try:
                     actions = live.session.tick(now, timeout)
                     if actions:
-                        await self._execute(live, actions)
+                        with session_logging(live.session.id, live.trace.span):
+                            await self._execute(live, actions)
                 except Exception:  # one broken session must not stop the clock for the others
                     log.exception("session %s: internal error on a clock tick", live.session.id)
             if self._refused:

@@ -27,7 +27,8 @@ CLI = [sys.executable, "-m", "stt_service.cli"]
 
 def _env(url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STT_")}
-    env.update({"NATS_URL": url, "PYTHONUNBUFFERED": "1", **extra})
+    # no health port: tests must not depend on 8080 being free (test_health covers it)
+    env.update({"NATS_URL": url, "PYTHONUNBUFFERED": "1", "STT_HEALTH_PORT": "0", **extra})
     return env
 
 

@@ -21,6 +21,7 @@ from stt_service.session import (
     Action,
     Close,
     EndUtterance,
+    Measure,
     Publish,
     Reconfigure,
     SendAudio,
@@ -438,10 +439,18 @@ def test_results_become_transcripts_in_sequence() -> None:
         ),
     ]
     messages = []
+    measures: list[Measure] = []
     for k, ev in enumerate(events):
         actions = s.on_event(ev, now + k)
-        assert len(actions) == 1
+        assert len([a for a in actions if isinstance(a, Publish)]) == 1
         messages += published(actions, "transcript")
+        measures += [a for a in actions if isinstance(a, Measure)]
+    # the metrics: start of speech to the first partial, end of speech to the final (published
+    # 2 s after the 1.5 s of silence fed after the recording, which ends in a little silence of
+    # its own: 3.5 s and a few hundred ms)
+    assert [(m.name, m.utterance) for m in measures] == [("first_partial", 0), ("final", 0)]
+    assert 3.5 <= measures[1].seconds < 4.2
+    assert measures[0].seconds > 1.5
     assert [m["sequence"] for m in messages] == [0, 1, 2]
     assert [m["is_final"] for m in messages] == [False, False, True]
     assert [m["is_partial"] for m in messages] == [True, True, False]

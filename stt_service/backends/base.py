@@ -79,6 +79,11 @@ class RecognizerStream(Protocol):
     def configure(self, params: StreamParams) -> None:
         """Apply new per-session options mid-stream (keyterms, thresholds)."""
 
+    def backlog(self) -> int:
+        """Samples (16 kHz) this stream holds because the recognizer has not caught up: ended
+        utterances waiting for their final, or audio waiting to be sent. What
+        ``STT_MAX_BUFFERED_AUDIO_BYTES`` bounds."""
+
     async def aclose(self) -> None:
         """Deliver every pending final, then end :meth:`events`."""
 

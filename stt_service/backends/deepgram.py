@@ -291,6 +291,9 @@ class DeepgramStream:
     def speculate(self, utterance: int) -> None:
         """The model finds turns itself (service endpointing is off): nothing to do."""
 
+    def backlog(self) -> int:
+        return self._queued_audio * CHUNK_SAMPLES + len(self._pending) // 2
+
     def configure(self, params: StreamParams) -> None:
         options = self._dialect.options(params)
         if options == self._options:

@@ -257,6 +257,7 @@ class UtteranceStream:
         self._last_partial_text = ""
         self._last_partial_at = 0.0
         self._finals: deque[tuple[int, int, Int16Array]] = deque()  # (utterance, start, audio)
+        self._final_samples = 0  # audio of finals queued or being decoded
         # the decode started at the speaker's last pause: (utterance, samples, its result)
         self._spec: tuple[int, int, asyncio.Future[Decoded | None]] | None = None
         self._wake = asyncio.Event()
@@ -286,10 +287,12 @@ class UtteranceStream:
         if until is not None and self._start < until < self._start + audio.size:
             cut = until - self._start
             self._finals.append((utterance, self._start, audio[:cut]))
+            self._final_samples += cut
             self._reset(utterance + 1, until)
             self._chunks, self._samples = [audio[cut:]], audio.size - cut
         else:
             self._finals.append((utterance, self._start, audio))
+            self._final_samples += audio.size
             self._reset(utterance + 1, self._start + audio.size)
         # a partial of this utterance still queued is stale now: skip it, the final comes next
         self._backend.scheduler.cancel_partial(self._params.session_id)
@@ -323,6 +326,11 @@ class UtteranceStream:
 
     def configure(self, params: StreamParams) -> None:
         self._params = self._checked(params)
+
+    def backlog(self) -> int:
+        # ended utterances waiting for their final; the one being heard is bounded on its own
+        # (STT_BUFFER_SIZE_BYTES) and is not a sign of falling behind
+        return self._final_samples
 
     def _checked(self, params: StreamParams) -> StreamParams:
         """Accept 'en', 'EN' or 'en-US'; an unknown code is reported and auto-detected instead."""
@@ -384,7 +392,10 @@ class UtteranceStream:
             while True:
                 if self._finals:
                     utt, start, audio = self._finals.popleft()
-                    await self._decode_final(sched, key, utt, start, audio)
+                    try:
+                        await self._decode_final(sched, key, utt, start, audio)
+                    finally:
+                        self._final_samples -= audio.size
                     continue
                 if self._closing:
                     break

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any, Literal
 
 import httpx
@@ -26,6 +27,7 @@ from .utterance import Decoded, DecodeScheduler, UtteranceStream, combine_segmen
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.25
+REPROBE_S = 5.0  # an unreachable server is probed again at most this often
 BACKOFF_MAX_S = 4.0
 
 
@@ -53,6 +55,8 @@ class WhisperHTTP:
         self._scheduler: DecodeScheduler | None = None
         self._verbose = True  # verbose_json until the server says it does not support it
         self.reachable: bool | None = None  # did the last request get any HTTP answer?
+        self._probing: asyncio.Task[None] | None = None
+        self._probed_at = 0.0
 
     # --- Recognizer -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -88,7 +92,24 @@ class WhisperHTTP:
         return self.reachable
 
     def ready(self) -> bool:
-        return self._scheduler is not None
+        """Started, and the server answered the last request (a server that did not is probed
+        again at most every few seconds, so readiness comes back on its own)."""
+        if self._scheduler is None:
+            return False
+        if self.reachable is False and self._probing is None:
+            now = time.monotonic()
+            if now - self._probed_at >= REPROBE_S:
+                self._probed_at = now
+                self._probing = asyncio.get_running_loop().create_task(self._reprobe())
+        return self.reachable is not False
+
+    async def _reprobe(self) -> None:
+        try:
+            await self.probe()
+        except Exception:  # closed while probing: readiness no longer matters
+            pass
+        finally:
+            self._probing = None
 
     def describe(self) -> str:
         return f"Whisper over HTTP at {self.url}"
