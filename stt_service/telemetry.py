@@ -183,8 +183,8 @@ class Telemetry:
         self.enabled = tracer_provider is not None
         self.backend = backend
         self.tracer = self.tracer_provider.get_tracer("stt_service", __version__)
-        m = self.meter_provider.get_meter("stt_service", __version__)
-        self._attrs = {"stt.backend": backend}
+        m = self._meter = self.meter_provider.get_meter("stt_service", __version__)
+        self.attrs = {"stt.backend": backend}
         self.active_sessions = m.create_up_down_counter(
             "stt.sessions.active", unit="{session}", description="sessions open on this worker"
         )
@@ -229,20 +229,21 @@ class Telemetry:
 
         def callback(_: CallbackOptions) -> Iterable[Observation]:
             value = read()
-            return [] if value is None else [Observation(value, self._attrs)]
+            return [] if value is None else [Observation(value, self.attrs)]
 
-        m = self.meter_provider.get_meter("stt_service", __version__)
         self._gauges.append(
-            m.create_observable_gauge(name, [callback], unit=unit, description=description)
+            self._meter.create_observable_gauge(
+                name, [callback], unit=unit, description=description
+            )
         )
 
     def record_latency(self, name: str, seconds: float) -> None:
         hist = self.latency.get(name)
         if hist is not None:
-            hist.record(seconds, self._attrs)
+            hist.record(seconds, self.attrs)
 
     def session(self, session_id: str) -> SessionTrace:
-        self.active_sessions.add(1, self._attrs)
+        self.active_sessions.add(1, self.attrs)
         return SessionTrace(self, session_id)
 
     def shutdown(self) -> None:
@@ -343,4 +344,4 @@ class SessionTrace:
             }
         )
         self.span.end()
-        self.tel.active_sessions.add(-1, self.tel._attrs)
+        self.tel.active_sessions.add(-1, self.tel.attrs)

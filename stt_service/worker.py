@@ -121,7 +121,6 @@ class Worker:
         self.settings = settings
         self.recognizer = recognizer
         self.tel = telemetry or Telemetry(backend=recognizer.name)
-        self.tel_attrs = {"stt.backend": recognizer.name}
         self.tel.observe(
             "stt.inference.queue_depth",
             "{request}",
@@ -324,8 +323,8 @@ class Worker:
             heard = live.session.samples_heard
             await self._execute(live, live.session.handle(parsed, now))
             if isinstance(parsed, Chunk):
-                self.tel.chunks.add(1, self.tel_attrs)
-                self.tel.audio.add((live.session.samples_heard - heard) / 16000, self.tel_attrs)
+                self.tel.chunks.add(1, self.tel.attrs)
+                self.tel.audio.add((live.session.samples_heard - heard) / 16000, self.tel.attrs)
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
                     self.stats.chunk_lag.add(time.time() - parsed.timestamp)
@@ -347,7 +346,7 @@ class Worker:
             live.refusing = False
             return False
         self.stats.refused_chunks += 1
-        self.tel.refused.add(1, {**self.tel_attrs, "stt.code": Code.BACKEND_OVERLOADED})
+        self.tel.refused.add(1, {**self.tel.attrs, "stt.code": Code.BACKEND_OVERLOADED})
         if not live.refusing:
             live.refusing = True
             log.warning(
@@ -410,7 +409,7 @@ class Worker:
     async def _reply_error(self, sid: str, code: str, message: str, now: float) -> None:
         self.stats.errors += 1
         if code not in (Code.BACKEND_ERROR, Code.INTERNAL_ERROR):
-            self.tel.refused.add(1, {**self.tel_attrs, "stt.code": code})
+            self.tel.refused.add(1, {**self.tel.attrs, "stt.code": code})
         if code not in (Code.TOO_MANY_SESSIONS, Code.SERVICE_DRAINING):
             log.warning("session %s: %s: %s", sid[:128], code, message)
         await self._publish(
@@ -450,7 +449,7 @@ class Worker:
             await self.nc.publish(f"{self.settings.stt_output_subject}.{sid}", encode(message))
             self.stats.published += 1
         except Exception as exc:  # closed connection during shutdown, or the pending buffer is full
-            self.tel.dropped.add(1, {**self.tel_attrs, "stt.type": str(message.get("type"))})
+            self.tel.dropped.add(1, {**self.tel.attrs, "stt.type": str(message.get("type"))})
             log.error("session %s: could not publish %s: %s", sid, message.get("type"), exc)
 
     def _begin_close(self, live: _Live) -> None:
@@ -487,7 +486,7 @@ class Worker:
         try:
             async for event in live.stream.events():
                 if isinstance(event, RecognitionError):
-                    self.tel.backend_errors.add(1, {**self.tel_attrs, "stt.code": event.code})
+                    self.tel.backend_errors.add(1, {**self.tel.attrs, "stt.code": event.code})
                 await self._execute(live, live.session.on_event(event, time.time()))
         except Exception:
             log.exception("session %s: recognizer stream failed", live.session.id)

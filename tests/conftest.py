@@ -19,6 +19,7 @@ from stt_service.backends import make_recognizer
 from stt_service.client import ResultCollector, SessionResults, stream_audio
 from stt_service.config import Settings, load_settings
 from stt_service.embedded import EmbeddedNats
+from stt_service.telemetry import Telemetry
 from stt_service.worker import Worker
 
 
@@ -83,9 +84,13 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def running_service(url: str, **overrides: Any) -> AsyncIterator[Harness]:
+async def running_service(
+    url: str, telemetry: Callable[[str], Telemetry] | None = None, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """The worker on ``url``; ``telemetry(backend_name)`` gives it recording providers."""
     settings = load_settings(nats_url=url, **overrides)
-    worker = Worker(settings, make_recognizer(settings))
+    recognizer = make_recognizer(settings)
+    worker = Worker(settings, recognizer, telemetry(recognizer.name) if telemetry else None)
     await worker.start()
     nc = await nats.connect(url)
     collector = await ResultCollector(nc, settings.stt_output_subject).start()

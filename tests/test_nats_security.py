@@ -272,17 +272,21 @@ async def test_good_credentials_connect_and_a_session_round_trips(
         nc = await nats.connect(settings.nats_url, connect_timeout=3, **nats_options(settings))
         try:
             collector = await ResultCollector(nc, settings.stt_output_subject).start()
-            message = msgpack.packb({"type": "finalize"}, use_bin_type=True)
-            await nc.publish(f"{settings.stt_input_subject}.sec-1", message)
-            res = collector.results("sec-1")
-            for _ in range(100):
-                if res.errors:
-                    break
-                await asyncio.sleep(0.02)
-            assert [e["code"] for e in res.errors] == ["unknown_session"]
+            await expect_unknown_session(nc, collector, f"{settings.stt_input_subject}.sec-1")
         finally:
             await nc.close()
             await worker.stop()
+
+
+async def expect_unknown_session(nc: Any, collector: ResultCollector, subject: str) -> None:
+    """A round trip through the worker: an ``end`` for a session it never saw is answered."""
+    await nc.publish(subject, msgpack.packb({"type": "end"}, use_bin_type=True))
+    res = collector.results(subject.rsplit(".", 1)[1])
+    for _ in range(100):
+        if res.errors:
+            break
+        await asyncio.sleep(0.02)
+    assert [e["code"] for e in res.errors] == ["unknown_session"]
 
 
 @pytest.mark.slow
@@ -367,13 +371,7 @@ async def test_serve_with_creds_over_tls_starts_serves_and_stops(
             nc = await connect_nats(settings, name="test-client")
             try:
                 collector = await ResultCollector(nc).start()
-                await nc.publish("ai.voice.stream.sec-2", msgpack.packb({"type": "end"}))
-                res = collector.results("sec-2")
-                for _ in range(100):
-                    if res.errors:
-                        break
-                    await asyncio.sleep(0.02)
-                assert [e["code"] for e in res.errors] == ["unknown_session"]
+                await expect_unknown_session(nc, collector, "ai.voice.stream.sec-2")
             finally:
                 await nc.close()
             proc.send_signal(signal.SIGTERM)
