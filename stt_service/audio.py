@@ -78,6 +78,11 @@ class FrameSplitter:
         self._buf = buf[n * self.frame_samples :].copy()
         return frames
 
+    @property
+    def pending(self) -> int:
+        """Samples held for the next frame."""
+        return int(self._buf.size)
+
     def take_rest(self) -> Int16Array:
         """The samples of the incomplete last frame, as they are (maybe none)."""
         rest, self._buf = self._buf, EMPTY

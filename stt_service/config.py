@@ -229,6 +229,46 @@ class Settings(BaseSettings):
         20.0, gt=0, description="seconds a SIGTERM drain may take before the worker exits anyway"
     )
 
+    # --- scale-out (JetStream) --------------------------------------------------------------
+    stt_mode: Literal["core", "jetstream"] = Field(
+        "core",
+        description="core: one replica on a plain subscription (no JetStream needed); "
+        "jetstream: many replicas, each session on one of them, failover by replay",
+    )
+    stt_js_stream: str = Field(
+        "STT_AUDIO",
+        description="JetStream stream holding inbound audio for replay (jetstream mode); "
+        "the results stream, key-value buckets and partition subjects are named after it",
+    )
+    stt_js_partitions: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="partitions sessions are hashed into; each is served by one replica "
+        "(fixed once the stream exists)",
+    )
+    stt_js_max_age: float = Field(
+        300.0,
+        ge=10.0,
+        description="seconds inbound audio is kept for replay (jetstream mode)",
+    )
+    stt_js_max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024**2,
+        description="bytes of inbound audio kept for replay; the oldest goes first "
+        "(jetstream mode)",
+    )
+    stt_js_replicas: int = Field(
+        1, ge=1, le=5, description="copies of each stream and bucket in a NATS cluster"
+    )
+    stt_js_lease_seconds: float = Field(
+        3.0,
+        ge=1.0,
+        le=60.0,
+        description="a replica that stops renewing its partitions loses them after this long "
+        "(failover time is about this plus replay)",
+    )
+
     # --- health checks ----------------------------------------------------------------------
     stt_health_port: int = Field(
         8080, ge=0, le=65535, description="port of /healthz and /readyz for serve; 0: none"
@@ -270,6 +310,15 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be a NATS subject prefix without wildcards, e.g. ai.voice.stream"
             )
+        return v
+
+    @field_validator("stt_js_stream")
+    @classmethod
+    def _stream_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", v):
+            raise ValueError("must be 1-32 characters of A-Z, a-z, 0-9, _ and -")
         return v
 
     @model_validator(mode="after")

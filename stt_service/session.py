@@ -18,6 +18,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
 from .backends.base import (
     EndpointHint,
@@ -196,6 +198,14 @@ class Session:
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)
         self._speech: dict[int, list[int]] = {}  # utterance -> [first, last] voiced sample
         self._partial_sent: set[int] = set()  # utterances that had their first partial
+        # failover bookkeeping (see checkpoint()/restore()): where the last interrupt began
+        # (sample) and where the last published final ended (seconds); after a restore, replayed
+        # audio at or before these floors publishes nothing a previous owner already published
+        self.interrupt_at = -1
+        self.final_end = 0.0
+        self._interrupt_floor = -1
+        self._final_floor = -1.0
+        self._turn_open = False  # the backend finds turns: one began and has no final yet
 
     # --- inbound --------------------------------------------------------------------------------
     def handle(self, msg: Inbound, now: float) -> list[Action]:
@@ -347,10 +357,14 @@ class Session:
             ago = self._interrupts.onset_frames_ago()
             onset = self.samples_heard - ago * self.config.frame_samples
             actions += self._measure("interrupt", onset, now)
-            self._interrupt(now, actions)
+            self._interrupt(now, actions, onset)
 
-    def _interrupt(self, now: float, actions: list[Action]) -> None:
+    def _interrupt(self, now: float, actions: list[Action], onset: int) -> None:
         """Barge-in: tell the client, and go back to listening."""
+        if onset <= self._interrupt_floor:  # replayed after a failover: already published
+            self._set_state("listening")
+            return
+        self.interrupt_at = onset
         self.interrupts += 1
         actions.append(
             Publish(
@@ -434,12 +448,18 @@ class Session:
             return []
         actions: list[Action] = []
         if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
-            actions += self._measure("interrupt", round(ev.audio_start * TARGET_RATE), now)
-            self._interrupt(now, actions)
+            onset = round(ev.audio_start * TARGET_RATE)
+            actions += self._measure("interrupt", onset, now)
+            self._interrupt(now, actions, onset)
         if ev.utterance <= self._finished and self.config.service_endpointing:
             return actions  # a late partial, or a repeated final: never publish it
+        if not self.config.service_endpointing and ev.audio_end <= self._final_floor + 0.02:
+            return actions  # replayed after a failover: this turn's final was published
         if ev.is_final:
             self._finished = ev.utterance
+            self._turn_open = False
+        elif ev.text.strip():
+            self._turn_open = True
         voice = (
             self._voice.pop(ev.utterance, True)
             if ev.is_final
@@ -471,6 +491,8 @@ class Session:
             )
         )
         self.sequence += 1
+        if ev.is_final:
+            self.final_end = max(self.final_end, ev.audio_end)
         return actions
 
     def _latency(self, ev: RecognitionEvent, published: bool, now: float) -> list[Action]:
@@ -545,6 +567,95 @@ class Session:
     @property
     def in_utterance(self) -> bool:
         return self._utt is not None
+
+    # --- failover: checkpoint and restore ---------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """No speech is being collected now: no utterance open (or, where the backend finds
+        turns, none of its turns open)."""
+        if self.closed:
+            return False
+        if not self.config.service_endpointing:
+            return not self._turn_open
+        return self._utt is None
+
+    @property
+    def next_utterance(self) -> int:
+        return self._next_utterance
+
+    def finished_before(self, utterance: int) -> bool:
+        """Every utterance begun before ``utterance`` has had its final handled."""
+        return not self.config.service_endpointing or self._finished >= utterance - 1
+
+    @property
+    def settled(self) -> bool:
+        """Every sample heard so far is done with: transcribed into a published final, or
+        silence outside any utterance. A replay may then start at the next inbound message."""
+        return self.idle and self.finished_before(self._next_utterance)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a replay starting at the next inbound message needs (take it while idle; it is
+        a valid replay point once ``finished_before(snapshot["next_utt"])``)."""
+        return {
+            "heard": self.samples_heard,
+            "pending": self._splitter.pending,  # of the next VAD frame (silence: we are idle)
+            "next_utt": self._next_utterance,
+            "state": self.state,
+            "speaker": self.speaker_id,
+            "params": {**_params_dict(self.params), "keyterms": list(self.params.keyterms)},
+            "rate": self._normalizer.sample_rate,
+            "channels": self._normalizer.channels,
+            "explicit": self.started_explicitly,
+            "audio": self._audio_started,
+            "opened_at": self.opened_at,
+            "chunks": self.chunks,
+        }
+
+    def progress(self) -> dict[str, Any]:
+        """What was published so far: a restored session never publishes it again."""
+        return {
+            "sequence": self.sequence,
+            "finished": self._finished,
+            "interrupt_at": max(self.interrupt_at, self._interrupt_floor),
+            "interrupts": self.interrupts,
+            "final_end": max(self.final_end, self._final_floor),
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        session_id: str,
+        config: SessionConfig,
+        now: float,
+        snapshot: dict[str, Any],
+        progress: dict[str, Any],
+    ) -> Session:
+        """The session as it was at ``snapshot``, for replaying the inbound messages after it,
+        with ``progress`` (from later) keeping what was already published from being published
+        again: finals of utterances up to ``finished`` (or turns ending by ``final_end``),
+        interrupts beginning by ``interrupt_at``; numbering goes on from ``sequence``."""
+        s = cls(session_id, config, float(snapshot["opened_at"]))
+        s.last_message_at = now
+        s.audio_due_at = now
+        s.samples_heard = int(snapshot["heard"])
+        # the VAD frames keep their places: zeros stand in for the part-frame held back then
+        s._splitter.push(np.zeros(int(snapshot.get("pending", 0)), dtype=np.int16))
+        s._next_utterance = int(snapshot["next_utt"])
+        s.state = snapshot["state"]
+        s.speaker_id = snapshot["speaker"]
+        params = dict(snapshot["params"])
+        params["keyterms"] = tuple(params.get("keyterms") or ())
+        s.params = StreamParams(**params)
+        s._normalizer = AudioNormalizer(int(snapshot["rate"]), int(snapshot["channels"]))
+        s.started_explicitly = bool(snapshot["explicit"])
+        s._audio_started = bool(snapshot["audio"])
+        s.chunks = int(snapshot["chunks"])
+        s.sequence = int(progress["sequence"])
+        s._finished = int(progress["finished"])
+        s._interrupt_floor = s.interrupt_at = int(progress["interrupt_at"])
+        s.interrupts = int(progress["interrupts"])
+        s._final_floor = s.final_end = float(progress["final_end"])
+        return s
 
     def _error(self, code: str, message: str, now: float) -> Publish:
         return Publish(error_message(session_id=self.id, code=code, message=message, timestamp=now))

@@ -1,10 +1,12 @@
 """The NATS I/O shell around the session core.
 
-Subscribes ``{STT_INPUT_SUBJECT}.*``; nats-py runs the subscription callback for one message at a
-time, so each session's messages reach its :class:`~stt_service.session.Session` in order. The
-callback only parses, feeds the core and executes the returned actions (publishing and handing
-audio to the recognizer stream are both non-blocking), so one slow session never holds up another.
-Recognizer results come back through one pump task per session.
+``STT_MODE=core`` subscribes ``{STT_INPUT_SUBJECT}.*``; ``STT_MODE=jetstream`` consumes the
+partitions this replica holds (:mod:`stt_service.jetstream`). Either way the callback runs for one
+message at a time per subscription, and a session's messages all come through one subscription,
+so they reach its :class:`~stt_service.session.Session` in order. The callback only parses, feeds
+the core and executes the returned actions (publishing and handing audio to the recognizer stream
+are both non-blocking), so one slow session never holds up another. Recognizer results come back
+through one pump task per session.
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from .backends.base import RecognitionError, Recognizer, RecognizerStream
 from .config import Settings
 from .health import HealthServer
+from .jetstream import (
+    CHECKPOINT_HEADER,
+    FLOOR_RENEW_S,
+    JetStreamState,
+    Leases,
+    ReplayTracker,
+    encode_checkpoint,
+)
 from .natsconn import connect_nats
 from .protocol import (
     Chunk,
@@ -54,6 +65,7 @@ from .telemetry import SessionTrace, Telemetry, bind_session, session_logging
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
+REPLAY_LAG = 8000  # samples of silence a replay starts before the next utterance (0.5 s)
 
 
 @dataclass(eq=False)
@@ -65,6 +77,30 @@ class _Live:
     pump: asyncio.Task[None] | None = None
     on_close: list[dict[str, Any]] = field(default_factory=list)  # published after the last final
     refusing: bool = False  # chunks are being refused: the recognizer is behind
+    # jetstream mode: the partition, and the replay point (stream sequence of the first inbound
+    # message a replay would start at, and the session's state just before it)
+    partition: int = -1
+    v: int = 0  # checkpoint version: a newer one wins
+    replay_seq: int = 0
+    snap: dict[str, Any] | None = None
+    persisted: int = 0  # replay point of the newest checkpoint stored (or the first message)
+    handled: int = 0  # stream sequence of the last inbound message handled
+    quiet_until: int = 0  # a replay: errors for messages up to here were published already
+    replaying: bool = False
+    abandoned: bool = False  # moved to another replica: publishes nothing more
+    replay: ReplayTracker = field(default_factory=lambda: ReplayTracker(REPLAY_LAG))
+
+
+@dataclass(eq=False)
+class _Partition:
+    k: int
+    sub: Subscription | None = None
+    last_seq: int = 0  # last inbound message seen
+    floor: int = 0  # last floor stored
+    floor_at: float = 0.0
+    # sessions not open here: their checkpoint (None: none stored), read once
+    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    closing: dict[str, _Live] = field(default_factory=dict)  # until the close is recorded
 
 
 class LatencyWindow:
@@ -145,6 +181,12 @@ class Worker:
         self._closing: set[asyncio.Task[None]] = set()
         self._refused: dict[str, float] = {}  # session ids refused recently (log once)
         self._ended: dict[str, float] = {}  # session ids closed recently: no implicit restart
+        self.jetstream = settings.stt_mode == "jetstream"
+        self.jsx: JetStreamState | None = None
+        self.leases: Leases | None = None
+        self._parts: dict[int, _Partition] = {}
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._abandoning: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, nc: NATS | None = None) -> None:
@@ -152,16 +194,20 @@ class Worker:
             await self.recognizer.start()
         self.nc = nc or await connect_nats(self.settings)
         subject = f"{self.settings.stt_input_subject}.*"
-        # nats-py's default pending limits (512 Ki messages, 128 MiB) bound memory; past them
-        # it reports a slow consumer through the error callback, which logs it
-        self._sub = await self.nc.subscribe(subject, cb=self._on_message)
-        # the SUB is only buffered until here: a round trip makes the server route to us before
-        # we say we are listening (a client publishing right after would otherwise be unheard)
-        await self.nc.flush()
+        if self.jetstream:
+            await self._start_jetstream()
+        else:
+            # nats-py's default pending limits (512 Ki messages, 128 MiB) bound memory; past them
+            # it reports a slow consumer through the error callback, which logs it
+            self._sub = await self.nc.subscribe(subject, cb=self._on_message)
+            # the SUB is only buffered until here: a round trip makes the server route to us
+            # before we say we are listening (a client publishing right after would be unheard)
+            await self.nc.flush()
         self._ticker = asyncio.create_task(self._tick_loop(), name="session-ticker")
         log.info(
-            "listening on %s (backend %s), results on %s.{session}",
+            "listening on %s%s (backend %s), results on %s.{session}",
             subject,
+            " through JetStream" if self.jetstream else "",
             self.recognizer.name,
             self.settings.stt_output_subject,
         )
@@ -171,6 +217,18 @@ class Worker:
         if self.draining:
             return
         self.draining = True
+        if self.leases is not None:
+            # hand every partition over: the other replicas replay each session from its last
+            # checkpoint and go on; nothing is finalised early and the clients hear no error
+            log.info("draining: handing %d partition(s) to the other replicas", len(self._parts))
+            try:
+                await asyncio.wait_for(
+                    self.leases.stop(handoff=True), self.settings.stt_drain_timeout
+                )
+            except TimeoutError:
+                log.error("hand-off timed out; the partitions move when their leases expire")
+            await self.stop()
+            return
         # stop receiving, but first handle every message already on its way to us: audio the
         # clients sent before the signal is transcribed, not dropped
         if self._sub is not None:
@@ -229,15 +287,249 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        if self.leases is not None:
+            await self.leases.stop(handoff=False)
+        if self._ckpt_task is not None:
+            self._ckpt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ckpt_task
+            self._ckpt_task = None
         now = time.time()
         for live in list(self.sessions.values()):
             await self._execute(live, live.session.close(now, reason="stop"))
         await self._wait_closed_within(self.settings.stt_drain_timeout)
+        if self._abandoning:  # streams of sessions handed over: nothing of theirs is published
+            await asyncio.wait(list(self._abandoning), timeout=5)
         if self.nc is not None and not self.nc.is_closed:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
         await self.recognizer.aclose()
         log.info("worker stats: %s", self.stats.summary())
+
+    # --- jetstream mode --------------------------------------------------------------------------
+    async def _start_jetstream(self) -> None:
+        assert self.nc is not None
+        self.jsx = await JetStreamState.open(self.nc, self.settings)
+        self.leases = Leases(
+            self.jsx.leases,
+            self.settings.stt_js_partitions,
+            self.settings.stt_js_lease_seconds,
+            self._acquire,
+            self._release,
+            self._load,
+        )
+        layout = self.jsx.layout
+        log.info(
+            "jetstream mode: replica %s; stream %s (%d partitions, audio kept %g s / %.1f GiB), "
+            "results %s, buckets %s and %s",
+            self.leases.me,
+            layout.stream,
+            layout.partitions,
+            self.settings.stt_js_max_age,
+            self.settings.stt_js_max_bytes / 1024**3,
+            layout.results,
+            layout.leases,
+            layout.state,
+        )
+        self.leases.start()
+        self._ckpt_task = asyncio.create_task(self._checkpoint_loop(), name="checkpoints")
+
+    def _load(self, k: int) -> tuple[int, int]:
+        lives = [live for live in self.sessions.values() if live.partition == k]
+        return sum(not live.session.settled for live in lives), len(lives)
+
+    async def _acquire(self, k: int) -> None:
+        assert self.jsx is not None
+        floor = await self.jsx.floor(k)
+        if floor is None:  # never served (or idle past the state's lifetime): start now
+            floor = await self.jsx.next_seq()
+            await self.jsx.put_floor(k, floor)
+        part = _Partition(k, last_seq=floor - 1, floor=floor, floor_at=time.monotonic())
+        self._parts[k] = part
+
+        async def on_msg(msg: Msg) -> None:
+            await self._on_partition_message(part, msg)
+
+        part.sub = await self.jsx.js.subscribe(
+            self.jsx.layout.partition_subject(k),
+            stream=self.jsx.layout.stream,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=floor),
+            cb=on_msg,
+        )
+        log.debug("partition %d: consuming from stream sequence %d", k, floor)
+
+    async def _release(self, k: int, handoff: bool) -> None:
+        """Stop serving partition ``k``. ``handoff``: store where each of its sessions must be
+        replayed from first (closing sessions finish first); else (lease lost) store nothing."""
+        part = self._parts.pop(k, None)
+        if part is None:
+            return
+        if part.sub is not None:
+            with contextlib.suppress(Exception):
+                await part.sub.unsubscribe()
+        lives = [live for live in self.sessions.values() if live.partition == k]
+        if handoff:
+            assert self.jsx is not None
+            closing = [
+                t for t in self._closing if t.get_name().removeprefix("close-") in part.closing
+            ]
+            if closing:
+                await asyncio.wait(closing, timeout=self.settings.stt_drain_timeout / 2)
+            # a closing session not done yet is replayed by the next owner
+            lives += [live for live in part.closing.values() if not live.abandoned]
+            await asyncio.gather(
+                *(
+                    self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
+                    for live in lives
+                )
+            )
+            floor = min((live.replay_seq for live in lives), default=part.last_seq + 1)
+            await self.jsx.put_floor(k, floor)
+        else:
+            lives += list(part.closing.values())
+        for live in lives:
+            self._abandon(live)
+        if lives:
+            log.info(
+                "partition %d: %d session(s) %s",
+                k,
+                len(lives),
+                "handed over" if handoff else "left to the new owner",
+            )
+
+    def _abandon(self, live: _Live) -> None:
+        """Forget a session another replica now serves: publish nothing more for it."""
+        live.abandoned = True
+        if self.sessions.get(live.session.id) is live:
+            del self.sessions[live.session.id]
+        if live.pump is not None:
+            live.pump.cancel()
+        live.trace.close("moved", live.session.samples_heard / 16000, live.session.sequence, 0)
+        task = asyncio.create_task(live.stream.aclose(), name=f"abandon-{live.session.id}")
+        self._abandoning.add(task)
+        task.add_done_callback(self._abandoning.discard)
+
+    def _checkpoint(self, live: _Live) -> dict[str, Any]:
+        live.v += 1
+        return {
+            "v": live.v,
+            "replay": live.replay_seq,
+            "snap": live.snap,
+            "progress": live.session.progress(),
+            "handled": live.handled,
+        }
+
+    async def _on_partition_message(self, part: _Partition, msg: Msg) -> None:
+        if self._parts.get(part.k) is not part:
+            return  # released meanwhile
+        seq = msg.metadata.sequence.stream
+        if seq <= part.last_seq:
+            return  # seen before (an ordered consumer that restarted)
+        part.last_seq = seq
+        self.stats.messages += 1
+        sid = msg.subject.rsplit(".", 1)[-1]
+        live = self.sessions.get(sid)
+        if live is None:
+            resumed = await self._resume(part, sid, seq)
+            if resumed is False:
+                return
+            live = resumed if isinstance(resumed, _Live) else None
+        if live is not None:
+            point = live.replay.observe(seq, live.session)
+            if point is not None:
+                live.replay_seq, live.snap = point.seq, point.snapshot
+            live.replaying = seq <= live.quiet_until
+            live.handled = seq  # before handling: an 'end' closes the session meanwhile
+        with session_logging(sid, live.trace.span if live is not None else None):
+            await self._handle_message(msg.data, sid, seq)
+        live = self.sessions.get(sid)
+        if live is not None:
+            if live.partition < 0:  # opened by this message
+                live.partition = part.k
+                earlier = part.known.pop(sid, None)  # an ended session of the same id
+                live.v = int(earlier["v"]) if earlier else 0
+            live.replaying = False
+
+    async def _resume(self, part: _Partition, sid: str, seq: int) -> _Live | bool | None:
+        """The first message here of a session not open here: its checkpoint decides whether the
+        message was handled before (False: skip it), or the session goes on from its checkpoint
+        (the restored session), or it is new (None)."""
+        assert self.jsx is not None
+        if sid not in part.known:
+            if len(part.known) > 10_000:
+                part.known.clear()
+            try:
+                part.known[sid] = await self.jsx.session_checkpoint(sid)
+            except Exception as exc:
+                log.warning("session %s: could not read its checkpoint: %s", sid, exc)
+                part.known[sid] = None
+        ckpt = part.known[sid]
+        if ckpt is None:
+            return None
+        if "closed" in ckpt:
+            return False if seq <= int(ckpt["closed"]) else None
+        if seq < int(ckpt["replay"]):
+            return False
+        if self.draining:
+            return False
+        part.known.pop(sid, None)
+        now = time.time()
+        snap = ckpt.get("snap") or Session(sid, self.config, now).snapshot()
+        session = Session.restore(sid, self.config, now, snap, ckpt["progress"])
+        stream = self.recognizer.open_stream(session.params)
+        live = _Live(session, stream, self.tel.session(sid))
+        live.partition = part.k
+        live.v = int(ckpt["v"])
+        live.replay_seq = live.persisted = int(ckpt["replay"])
+        live.snap = snap
+        live.handled = live.quiet_until = int(ckpt.get("handled") or 0)
+        live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
+        self.sessions[sid] = live
+        self.stats.sessions_opened += 1
+        log.info(
+            "session %s resumed from stream sequence %d (transcript %d on)",
+            sid,
+            live.replay_seq,
+            session.sequence,
+        )
+        return live
+
+    async def _checkpoint_loop(self) -> None:
+        """Once a second: store the replay point of every session that moved on, then each
+        partition's floor (the oldest replay point of its sessions), so replays stay short."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._store_checkpoints()
+            except Exception as exc:
+                log.warning("could not store checkpoints: %s", str(exc) or type(exc).__name__)
+
+    async def _store_checkpoints(self) -> None:
+        assert self.jsx is not None
+        moved = [
+            live
+            for live in list(self.sessions.values())
+            if live.partition in self._parts and live.replay_seq > live.persisted
+        ]
+
+        async def store(live: _Live) -> None:
+            replay = live.replay_seq
+            assert self.jsx is not None
+            await self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
+            live.persisted = max(live.persisted, replay)
+
+        await asyncio.gather(*(store(live) for live in moved))
+        now = time.monotonic()
+        for k, part in list(self._parts.items()):
+            lives = [live for live in self.sessions.values() if live.partition == k]
+            lives += list(part.closing.values())
+            floor = min((live.persisted for live in lives), default=part.last_seq + 1)
+            if floor != part.floor or now - part.floor_at > FLOOR_RENEW_S:
+                await self.jsx.put_floor(k, floor)
+                part.floor, part.floor_at = floor, now
 
     def _queue_depth(self) -> float | None:
         try:  # read from the exporter's thread: a plain attribute read, no loop state changed
@@ -286,16 +578,17 @@ class Worker:
         sid = session_id_from_subject(msg.subject, self.settings.stt_input_subject)
         live = self.sessions.get(sid)
         with session_logging(sid, live.trace.span if live is not None else None):
-            await self._handle_message(msg, sid)
+            await self._handle_message(msg.data, sid)
 
-    async def _handle_message(self, msg: Msg, sid: str) -> None:
+    async def _handle_message(self, data: bytes, sid: str, seq: int | None = None) -> None:
         now = time.time()
         began = time.perf_counter()
         try:
-            parsed = parse_inbound(msg.data, sid, self.settings.stt_max_chunk_bytes)
+            parsed = parse_inbound(data, sid, self.settings.stt_max_chunk_bytes)
             live = self.sessions.get(sid)
             if isinstance(parsed, ProtocolError):
-                await self._reply_error(sid, parsed.code, parsed.message, now)
+                if live is None or not live.replaying:
+                    await self._reply_error(sid, parsed.code, parsed.message, now)
                 return
             if live is None:
                 if sid in self._ended and not isinstance(parsed, Start):
@@ -315,7 +608,7 @@ class Worker:
                         now,
                     )
                     return
-                live = await self._open(sid, now)
+                live = await self._open(sid, now, seq)
                 if live is None:
                     return
             if isinstance(parsed, Chunk) and await self._backlogged(live, now):
@@ -368,10 +661,11 @@ class Worker:
                 message=message,
                 timestamp=now,
             ),
+            live,
         )
         return True
 
-    async def _open(self, sid: str, now: float) -> _Live | None:
+    async def _open(self, sid: str, now: float, seq: int | None = None) -> _Live | None:
         if self.draining:
             await self._refuse(
                 sid,
@@ -392,6 +686,9 @@ class Worker:
         session = Session(sid, self.config, now)
         stream = self.recognizer.open_stream(session.params)
         live = _Live(session, stream, self.tel.session(sid))
+        if seq is not None:  # jetstream: a replay of this session would start at this message
+            live.replay_seq = live.persisted = live.handled = seq
+            live.snap = session.snapshot()
         live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
@@ -426,7 +723,7 @@ class Worker:
                         live.trace.utterance(utterance)
                 case Publish(message):
                     with live.trace.publishing(message):
-                        await self._publish(live.session.id, message)
+                        await self._publish(live.session.id, message, live)
                 case EndUtterance(utterance, until):
                     live.stream.flush(utterance, until)
                     if self.config.service_endpointing:
@@ -443,10 +740,21 @@ class Worker:
                     self._ended[live.session.id] = time.time()
                     self._begin_close(live)
 
-    async def _publish(self, sid: str, message: dict[str, Any]) -> None:
+    async def _publish(self, sid: str, message: dict[str, Any], live: _Live | None = None) -> None:
         assert self.nc is not None
+        live = live or self.sessions.get(sid)
+        headers: dict[str, str] | None = None
+        if live is not None and self.jetstream:
+            if live.abandoned or (live.replaying and message.get("type") == "error"):
+                return  # moved to another replica; or a replayed error, published before
+            # what this session has published so far travels with the message itself
+            headers = {CHECKPOINT_HEADER: encode_checkpoint(self._checkpoint(live))}
         try:
-            await self.nc.publish(f"{self.settings.stt_output_subject}.{sid}", encode(message))
+            await self.nc.publish(
+                f"{self.settings.stt_output_subject}.{sid}", encode(message), headers=headers
+            )
+            if headers is not None and live is not None:
+                live.persisted = live.replay_seq
             self.stats.published += 1
         except Exception as exc:  # closed connection during shutdown, or the pending buffer is full
             self.tel.dropped.add(1, {**self.tel.attrs, "stt.type": str(message.get("type"))})
@@ -456,6 +764,9 @@ class Worker:
         sid = live.session.id
         if self.sessions.get(sid) is live:
             del self.sessions[sid]
+        part = self._parts.get(live.partition)
+        if part is not None:  # its audio stays replayable until the close is recorded
+            part.closing[sid] = live
         task = asyncio.create_task(self._finish(live), name=f"close-{sid}")
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
@@ -467,9 +778,20 @@ class Worker:
             if live.pump is not None:
                 await live.pump
             for message in live.on_close:
-                await self._publish(live.session.id, message)
+                await self._publish(live.session.id, message, live)
+            if self.jsx is not None and not live.abandoned and live.partition in self._parts:
+                # a replay of this partition skips the session's messages up to its close
+                mark = {"v": live.v + 1, "closed": live.handled}
+                await self.jsx.put_checkpoint(live.session.id, mark)
+                part = self._parts.get(live.partition)
+                if part is not None:
+                    part.known[live.session.id] = mark
         except Exception:
             log.exception("session %s: error while closing", live.session.id)
+        finally:
+            part = self._parts.get(live.partition)
+            if part is not None and part.closing.get(live.session.id) is live:
+                del part.closing[live.session.id]
         self.stats.sessions_closed += 1
         s = live.session
         live.trace.close(live.close_reason, s.samples_heard / 16000, s.sequence, s.interrupts)

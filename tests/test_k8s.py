@@ -21,7 +21,9 @@ from stt_service.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
-OVERLAYS = ("whisper-http", "sagemaker", "gpu")
+OVERLAYS = ("whisper-http", "sagemaker", "gpu", "jetstream")
+# the one target that scales out: each session on one replica (STT_MODE=jetstream)
+SCALE_OUT = "overlays/jetstream"
 TARGETS = ("base", *(f"overlays/{o}" for o in OVERLAYS))
 # the oldest Kubernetes the manifests are written for, and a recent one
 KUBERNETES_VERSIONS = ("1.29", "1.33")
@@ -192,6 +194,7 @@ EXPECTED_BACKEND = {
     "overlays/whisper-http": ("whisper-http", {"whisper_url"}),
     "overlays/sagemaker": ("flux", {"sagemaker_endpoint_name", "aws_region"}),
     "overlays/gpu": ("whisper", set()),
+    "overlays/jetstream": ("whisper-http", {"whisper_url"}),
 }
 
 
@@ -316,14 +319,45 @@ def test_the_autoscaler_targets_the_deployment(rendered: Rendered) -> None:
         "kind": "Deployment",
         "name": rendered.deployment["metadata"]["name"],
     }
-    # one replica until sessions have replica affinity (issue 6): more would duplicate results
-    assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 1
+    if rendered.target != SCALE_OUT:
+        # core mode: every replica subscribes to every session, so more would duplicate results
+        assert hpa["spec"]["minReplicas"] == hpa["spec"]["maxReplicas"] == 1
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
     assert "cpu" in rendered.worker["resources"]["requests"]  # utilisation is of the request
     # a pod removed ends its sessions: scale down only after minutes of lower load
     assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] >= 300
     assert "replicas" not in rendered.deployment["spec"]  # a re-apply must not undo the HPA
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_only_jetstream_mode_scales_out(rendered: Rendered) -> None:
+    """Core mode transcribes every session on every replica: a target that may run more than one
+    pod must run STT_MODE=jetstream (and core mode is the default when the ConfigMap is silent)."""
+    spec = rendered.one("HorizontalPodAutoscaler")["spec"]
+    mode = load_settings(stt_mode=rendered.config.get("STT_MODE", "core")).stt_mode
+    if spec["maxReplicas"] > 1 or spec.get("minReplicas", 1) > 1:
+        assert mode == "jetstream", f"{rendered.target} scales to {spec['maxReplicas']} in {mode}"
+    if rendered.target == SCALE_OUT:
+        assert rendered.config["STT_MODE"] == "jetstream"
+        # two at least, so a lost pod fails over to a running one
+        assert 2 <= spec["minReplicas"] <= spec["maxReplicas"]
+        # each partition is served by one replica: more pods than partitions would sit idle
+        assert spec["maxReplicas"] <= int(rendered.config["STT_JS_PARTITIONS"])
+    else:
+        assert mode == "core"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_the_jetstream_overlay_sets_every_scale_out_setting() -> None:
+    """Set explicitly (with their sizing explained in config.env), not left to defaults, and
+    valid: the overlay's values load, and the lease expires well within the drain."""
+    config = Rendered(SCALE_OUT).config
+    js = {n for n in SETTING_NAMES if n.startswith("STT_JS_")}
+    assert js and js <= set(config), f"unset: {js - set(config)}"
+    settings = load_settings(**{k.lower(): v for k, v in config.items() if k in js | {"STT_MODE"}})
+    assert settings.stt_mode == "jetstream"
+    assert settings.stt_js_lease_seconds < float(config["STT_DRAIN_TIMEOUT"])
 
 
 def test_the_budget_and_the_service_select_the_pods(rendered: Rendered) -> None:
@@ -364,7 +398,7 @@ def test_the_gpu_overlay_asks_for_and_tolerates_a_gpu() -> None:
     writable = {m["mountPath"] for m in gpu.worker["volumeMounts"] if not m.get("readOnly")}
     for var in ("HF_HOME", "CUDA_CACHE_PATH"):
         assert any(Path(gpu.config[var]).is_relative_to(m) for m in writable - {"/tmp"}), var
-    for other in ("base", "overlays/sagemaker", "overlays/whisper-http"):
+    for other in ("base", "overlays/sagemaker", "overlays/whisper-http", SCALE_OUT):
         assert "nvidia.com/gpu" not in str(Rendered(other).worker["resources"])
 
 
@@ -378,7 +412,7 @@ def test_the_sagemaker_service_account_assumes_an_iam_role() -> None:
     arn = sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
     assert re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn), arn
     # the slim overlays without AWS carry no role
-    for other in ("base", "overlays/whisper-http", "overlays/gpu"):
+    for other in ("base", "overlays/whisper-http", "overlays/gpu", SCALE_OUT):
         annotations = Rendered(other).one("ServiceAccount")["metadata"].get("annotations", {})
         assert "eks.amazonaws.com/role-arn" not in annotations
 

@@ -1,0 +1,406 @@
+"""STT_MODE=jetstream end to end: real nats-server -js, real worker processes, real speech.
+
+Each test starts its own JetStream server and three ``stt-service serve`` processes, streams
+sessions of LibriVox speech through plain core-NATS publishes (as clients do) and checks what a
+client sees: every session transcribed exactly once, numbering without gaps or repeats, and the
+same words whether or not a replica died or the server restarted on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.errors import NoKeysError, NotFoundError
+
+from stt_service.audio import WavAudio
+from stt_service.client import (
+    ResultCollector,
+    SessionResults,
+    normalize_text,
+    stream_audio,
+    word_error_rate,
+)
+from stt_service.embedded import EmbeddedNats, find_nats_server, wait_for_port
+
+from .speech import joined, utterance, utterances
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "stt_service.cli"]
+PARTITIONS = 16
+
+
+class JetStreamServer:
+    """nats-server -js on a fixed port and store directory, so it can be restarted in place."""
+
+    def __init__(self, store: Path) -> None:
+        self.server = EmbeddedNats(jetstream=True)
+        self.store = store
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> None:
+        args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.server.port)]
+        args += ["-js", "-sd", str(self.store)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port("127.0.0.1", self.server.port, 10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+class Replica:
+    """One ``stt-service serve`` process in jetstream mode; its log is kept line by line."""
+
+    def __init__(self, url: str, name: str, **env: str) -> None:
+        self.name = name
+        full = {k: v for k, v in os.environ.items() if not k.startswith("STT_")}
+        full.update(
+            {
+                "NATS_URL": url,
+                "PYTHONUNBUFFERED": "1",
+                "STT_HEALTH_PORT": "0",
+                "STT_MODE": "jetstream",
+                "STT_JS_PARTITIONS": str(PARTITIONS),
+                **env,
+            }
+        )
+        self.proc = subprocess.Popen(
+            [*CLI, "serve"], env=full, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def sessions(self) -> set[str]:
+        """Sessions this replica opened or resumed."""
+        found = set()
+        for line in self.lines:
+            for marker in (" opened (", " resumed from"):
+                if marker in line:
+                    found.add(line.split("session ", 1)[1].split(" ", 1)[0])
+        return found
+
+    async def wait_listening(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while "listening on" not in self.log:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not start:\n{self.log}")
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+async def lease_owners(nc: NATS) -> Counter[str]:
+    """Partitions held per replica id, from the leases bucket."""
+    kv = await nc.jetstream().key_value("STT_AUDIO_leases")
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return Counter()
+    owners: Counter[str] = Counter()
+    for key in keys:
+        if key.startswith("p."):
+            try:
+                entry = await kv.get(key)
+            except NotFoundError:  # given up meanwhile
+                continue
+            owners[(entry.value or b"").decode()] += 1
+    return owners
+
+
+async def wait_balanced(nc: NATS, replicas: int, timeout: float = 40) -> Counter[str]:
+    """Until ``replicas`` replicas hold every partition between them, evenly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owners = await lease_owners(nc)
+        if (
+            len(owners) == replicas
+            and sum(owners.values()) == PARTITIONS
+            and max(owners.values()) - min(owners.values()) <= 1
+        ):
+            return owners
+        if time.monotonic() > deadline:
+            raise AssertionError(f"partitions not shared by {replicas} replicas: {owners}")
+        await asyncio.sleep(0.2)
+
+
+def pairs(n: int) -> list[WavAudio]:
+    """``n`` two-utterance sessions of real speech, each pair different from its neighbours."""
+    us = utterances()
+    return [joined([us[i % len(us)], us[(i + 2) % len(us)]], gap_s=1.2) for i in range(n)]
+
+
+# a short utterance, then a long one: 8.5 s after the start, every one of these sessions is in
+# the middle of its second utterance (which starts by 7.0 s and ends after 10.7 s)
+KILL_AT_S = 8.5
+KILL_PAIRS = [
+    ("0880", "0870"),
+    ("0930", "0920"),
+    ("0890", "0870"),
+    ("0880", "0920"),
+    ("0930", "0870"),
+    ("0890", "0920"),
+]
+
+
+def kill_audio() -> list[WavAudio]:
+    return [joined([utterance(a), utterance(b)], gap_s=1.2) for a, b in KILL_PAIRS]
+
+
+def words(res: SessionResults) -> list[str]:
+    return [normalize_text(f["transcript"]) for f in res.finals]
+
+
+def check_exactly_once(res: SessionResults, sid: str, expected_finals: int | None = 2) -> None:
+    """What a client of one session must see: each final once, numbering 0, 1, 2, ..."""
+    transcripts = res.of_type("transcript")
+    assert [m["sequence"] for m in transcripts] == list(range(len(transcripts))), (
+        sid,
+        [(m["sequence"], m["is_final"], m["transcript"]) for m in transcripts],
+    )
+    texts = words(res)
+    if expected_finals is not None:
+        assert len(texts) == expected_finals, (sid, texts)
+    assert len(set(texts)) == len(texts), (sid, texts)
+    assert not res.errors, (sid, res.errors)
+
+
+@pytest.fixture
+def js_server(tmp_path: Path) -> Iterator[JetStreamServer]:
+    server = JetStreamServer(tmp_path / "js")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def start_replicas(url: str, n: int, **env: str) -> list[Replica]:
+    replicas = [Replica(url, f"replica-{i}", **env) for i in range(n)]
+    for r in replicas:
+        await r.wait_listening()
+    return replicas
+
+
+async def wait_finals(
+    collector: ResultCollector, sids: list[str], expected: int = 2, timeout: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout
+    while any(len(collector.results(s).finals) < expected for s in sids):
+        if time.monotonic() > deadline:
+            missing = {s: len(collector.results(s).finals) for s in sids}
+            raise AssertionError(f"finals missing after {timeout} s: {missing}")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)  # anything more (a duplicate) would come now
+
+
+async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
+    js_server: JetStreamServer,
+) -> None:
+    replicas = await start_replicas(js_server.url, 3)
+    nc = await nats.connect(js_server.url)
+    try:
+        await wait_balanced(nc, 3)
+        collector = await ResultCollector(nc).start()
+        audio = pairs(20)
+        sids = [f"js-many-{i}" for i in range(20)]
+        await asyncio.gather(
+            *(stream_audio(nc, sid, a, speed=2.0) for sid, a in zip(sids, audio, strict=True))
+        )
+        await wait_finals(collector, sids)
+        for sid in sids:
+            res = collector.results(sid)
+            check_exactly_once(res, sid)
+            assert res.messages[-1]["type"] == "transcript"
+        served = [r.sessions() & set(sids) for r in replicas]
+        # each session on exactly one replica, and all three replicas served some
+        assert sum(len(s) for s in served) == 20, [sorted(s) for s in served]
+        assert all(served), [sorted(s) for s in served]
+    finally:
+        await nc.close()
+        for r in replicas:
+            r.stop()
+
+
+async def test_sigkill_mid_utterance_moves_sessions_without_loss_or_duplicates(
+    js_server: JetStreamServer,
+) -> None:
+    replicas = await start_replicas(js_server.url, 3)
+    nc = await nats.connect(js_server.url)
+    try:
+        await wait_balanced(nc, 3)
+        collector = await ResultCollector(nc).start()
+        audio = kill_audio()
+        # the run without a kill: the words every session should end with
+        calm = [f"js-calm-{i}" for i in range(len(audio))]
+        await asyncio.gather(
+            *(stream_audio(nc, s, a, speed=1.0) for s, a in zip(calm, audio, strict=True))
+        )
+        await wait_finals(collector, calm)
+        expected = [words(collector.results(s)) for s in calm]
+
+        sids = [f"js-kill-{i}" for i in range(len(audio))]
+        streams = asyncio.gather(
+            *(stream_audio(nc, s, a, speed=1.0) for s, a in zip(sids, audio, strict=True))
+        )
+        await asyncio.sleep(KILL_AT_S)
+        victim = max(replicas, key=lambda r: len(r.sessions() & set(sids)))
+        moved = victim.sessions() & set(sids)
+        assert moved, [r.sessions() for r in replicas]
+        seen = {s: len(collector.results(s).messages) for s in moved}
+        victim.kill()
+        killed_at = time.monotonic()
+        first_after: float | None = None
+        while first_after is None and time.monotonic() - killed_at < 20:
+            if any(len(collector.results(s).messages) > seen[s] for s in moved):
+                first_after = time.monotonic() - killed_at
+            await asyncio.sleep(0.02)
+        print(f"\nfailover: first message of a moved session {first_after} s after SIGKILL")
+        await streams
+        await wait_finals(collector, sids)
+        for sid, want in zip(sids, expected, strict=True):
+            res = collector.results(sid)
+            check_exactly_once(res, sid)
+            assert words(res) == want, (sid, sid in moved, words(res), want)
+        survivors = [r for r in replicas if r is not victim]
+        assert all(s in set().union(*(r.sessions() for r in survivors)) for s in moved)
+        assert first_after is not None and first_after < 8.0
+
+        # the killed replica comes back while sessions are live: it takes its share back
+        more = [f"js-back-{i}" for i in range(len(audio))]
+        streams = asyncio.gather(
+            *(stream_audio(nc, s, a, speed=1.0) for s, a in zip(more, audio, strict=True))
+        )
+        await asyncio.sleep(1.0)
+        back = Replica(js_server.url, "replica-back")
+        replicas.append(back)
+        await back.wait_listening()
+        await wait_balanced(nc, 3)
+        await streams
+        await wait_finals(collector, more)
+        for sid, want in zip(more, expected, strict=True):
+            res = collector.results(sid)
+            check_exactly_once(res, sid)
+            assert words(res) == want, (sid, words(res), want)
+    finally:
+        await nc.close()
+        for r in replicas:
+            r.stop()
+
+
+async def test_sigterm_hands_sessions_over_without_a_word_lost(
+    js_server: JetStreamServer,
+) -> None:
+    """A rolling update: the replica stopped mid-utterance gives its partitions to the other,
+    which goes on from each session's checkpoint; the client sees no error and no repeat."""
+    replicas = await start_replicas(js_server.url, 2)
+    nc = await nats.connect(js_server.url)
+    try:
+        await wait_balanced(nc, 2)
+        collector = await ResultCollector(nc).start()
+        audio = kill_audio()[:4]
+        sids = [f"js-term-{i}" for i in range(len(audio))]
+        streams = asyncio.gather(
+            *(stream_audio(nc, s, a, speed=1.0) for s, a in zip(sids, audio, strict=True))
+        )
+        await asyncio.sleep(KILL_AT_S)
+        leaving = max(replicas, key=lambda r: len(r.sessions() & set(sids)))
+        moved = leaving.sessions() & set(sids)
+        assert moved
+        began = time.monotonic()
+        assert await asyncio.to_thread(leaving.stop) == 0, leaving.log
+        print(f"\nhand-over: the replica exited {time.monotonic() - began:.2f} s after SIGTERM")
+        await streams
+        await wait_finals(collector, sids)
+        for sid, (a, b) in zip(sids, KILL_PAIRS[: len(sids)], strict=True):
+            res = collector.results(sid)
+            check_exactly_once(res, sid)
+            said = f"{utterance(a).reference} {utterance(b).reference}"
+            assert word_error_rate(said, " ".join(words(res))) <= 0.15, (sid, words(res))
+        stayer = next(r for r in replicas if r is not leaving)
+        assert moved <= stayer.sessions()
+        assert "handed over" in leaving.log
+    finally:
+        await nc.close()
+        for r in replicas:
+            r.stop()
+
+
+async def test_sessions_continue_through_a_nats_server_restart(
+    js_server: JetStreamServer,
+) -> None:
+    replicas = await start_replicas(js_server.url, 2)
+    nc = await nats.connect(js_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        await wait_balanced(nc, 2)
+        collector = await ResultCollector(nc).start()
+        audio = kill_audio()[:4]
+        sids = [f"js-restart-{i}" for i in range(len(audio))]
+        streams = asyncio.gather(
+            *(stream_audio(nc, s, a, speed=1.0) for s, a in zip(sids, audio, strict=True))
+        )
+        await asyncio.sleep(KILL_AT_S)  # mid-way through every session's second utterance
+        js_server.stop()
+        await asyncio.sleep(1.0)
+        js_server.start()
+        await streams
+        await wait_finals(collector, sids, timeout=120)
+        for sid, (a, b) in zip(sids, KILL_PAIRS[: len(sids)], strict=True):
+            res = collector.results(sid)
+            # audio that stopped for longer than STT_CHUNK_TIMEOUT ends an utterance (the
+            # contract), so the outage may split the second one; every word is still there once
+            check_exactly_once(res, sid, expected_finals=None)
+            said = f"{utterance(a).reference} {utterance(b).reference}"
+            assert word_error_rate(said, " ".join(words(res))) <= 0.15, (sid, words(res))
+    finally:
+        await nc.close()
+        for r in replicas:
+            r.stop()
+
+
+async def test_jetstream_mode_says_what_the_server_lacks() -> None:
+    with EmbeddedNats() as plain:  # no -js
+        r = Replica(plain.url, "no-js")
+        code = await asyncio.to_thread(r.proc.wait, 30)
+    assert code == 1, r.log
+    assert "JetStream is not enabled" in r.log and "-js" in r.log, r.log
+    assert "Traceback" not in r.log
