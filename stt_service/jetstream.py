@@ -381,7 +381,13 @@ async def _ensure_bucket(
 
 
 class Leases:
-    """This replica's share of the partitions, renewed every quarter of the lease time.
+    """This replica's share of the partitions.
+
+    Two tasks: one renews the leases held (and says this replica is alive) every quarter of the
+    lease time, each renewal bounded by that quarter, and declares a partition lost when its
+    renewal is older than three quarters of the lease time (before the server lets another replica
+    take it); the other moves toward an even share (:func:`plan`). Renewal goes on while
+    partitions are being given up, so a slow hand-over never costs the other leases.
 
     ``on_acquire(k)`` starts consuming a partition just leased; ``on_release(k, handoff)`` stops
     it: with ``handoff`` (giving it up, or draining) checkpoints are written first and the lease
@@ -409,42 +415,49 @@ class Leases:
         self._on_acquire = on_acquire
         self._on_release = on_release
         self._load = load
-        self._cycles = 0
-        self._stopping = False
-        self._warned = False
-        self._task: asyncio.Task[None] | None = None
+        self._releasing: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._warned: set[str] = set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="partition-leases")
+        self._tasks = [
+            asyncio.create_task(self._every(self.renew, "renew"), name="lease-renewal"),
+            asyncio.create_task(self._every(self.rebalance, "share"), name="lease-sharing"),
+        ]
 
-    async def _run(self) -> None:
-        while not self._stopping:
+    async def _every(self, step: Callable[[], Awaitable[None]], what: str) -> None:
+        await asyncio.sleep(self.interval if what == "share" else 0)  # renew first: be seen
+        while True:
             began = time.monotonic()
             try:
-                await self.cycle()
-                self._warned = False
+                await step()
+                self._warned.discard(what)
             except Exception as exc:
-                if not self._warned:
-                    log.warning("partition leases: %s", str(exc) or type(exc).__name__)
-                    self._warned = True
+                if what not in self._warned:  # once per outage, not every cycle
+                    log.warning("partition leases (%s): %s", what, str(exc) or type(exc).__name__)
+                    self._warned.add(what)
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - began)))
 
-    async def cycle(self) -> None:
-        """Renew, then move toward an even share (the first cycle only says we are here)."""
-        now = time.monotonic()
+    async def renew(self) -> None:
         for k, rev in list(self.owned.items()):
             try:
-                self.owned[k] = await self.kv.update(f"p.{k}", self.me.encode(), last=rev)
-                self._renewed[k] = time.monotonic()
+                new = await asyncio.wait_for(
+                    self.kv.update(f"p.{k}", self.me.encode(), last=rev), self.interval
+                )
+                if k in self.owned:
+                    self.owned[k] = new
+                    self._renewed[k] = time.monotonic()
             except (KeyWrongLastSequenceError, NotFoundError):
                 await self._lost(k, "another replica holds it now")
             except Exception:
-                if now - self._renewed.get(k, now) > self.ttl * 0.75:
+                if time.monotonic() - self._renewed.get(k, 0.0) > self.ttl * 0.75:
                     await self._lost(k, "could not renew it in time")
-        await self.kv.put(f"w.{self.me}", str(len(self.owned)).encode())
-        self._cycles += 1
-        if self._cycles == 1 or self._stopping:
-            return
+        await asyncio.wait_for(
+            self.kv.put(f"w.{self.me}", str(len(self.owned)).encode()), self.interval
+        )
+
+    async def rebalance(self) -> None:
+        """Move toward an even share of the partitions."""
         try:
             keys = await self.kv.keys()
         except NoKeysError:
@@ -454,25 +467,24 @@ class Leases:
             if key.startswith("w.") and key != f"w.{self.me}":
                 with contextlib.suppress(NotFoundError, ValueError):
                     counts[key[2:]] = int((await self.kv.get(key)).value or b"0")
-        workers = [*counts, self.me]
         held = {int(k[2:]) for k in keys if k.startswith("p.")}
-        take, give_up = plan(self.me, counts, self.owned, held, self.partitions, self._load)
+        mine = [k for k in self.owned if k not in self._releasing]
+        take, give_up = plan(self.me, counts, mine, held, self.partitions, self._load)
         for k in give_up:
             await self.release(k)
         taken = []
         for k in take:
             try:
-                self.owned[k] = await self.kv.create(f"p.{k}", self.me.encode())
+                rev = await self.kv.create(f"p.{k}", self.me.encode())
             except KeyWrongLastSequenceError:
                 continue  # another replica was quicker
+            self.owned[k] = rev
             self._renewed[k] = time.monotonic()
             try:
                 await self._on_acquire(k)
             except Exception:
                 log.exception("partition %d: could not start consuming it; giving it back", k)
-                self.owned.pop(k, None)
-                with contextlib.suppress(Exception):
-                    await self.kv.delete(f"p.{k}")
+                await self._free(k)
                 continue
             taken.append(k)
         if taken or give_up:
@@ -482,33 +494,56 @@ class Leases:
                 give_up or "none",
                 len(self.owned),
                 self.partitions,
-                len(set(workers) | {self.me}),
+                len(counts) + 1,
             )
 
     async def release(self, k: int) -> None:
-        """Give a partition up: checkpoint its sessions, then free the lease."""
-        await self._on_release(k, True)
-        self.owned.pop(k, None)
-        with contextlib.suppress(Exception):
-            await self.kv.delete(f"p.{k}")
+        """Give a partition up: checkpoint its sessions, then free the lease (renewed meanwhile)."""
+        self._releasing.add(k)
+        try:
+            await self._on_release(k, True)
+        finally:
+            await self._free(k)
+
+    async def _free(self, k: int) -> None:
+        rev = self.owned.pop(k, None)
+        self._releasing.discard(k)
+        if rev is not None:  # only our own lease: never one another replica took meanwhile
+            with contextlib.suppress(Exception):
+                await self.kv.delete(f"p.{k}", last=rev)
+
+    async def drop(self, k: int) -> None:
+        """Stop serving a partition without a hand-over and free its lease: it is served again
+        from its floor (by this replica or another) as after a failover."""
+        if k not in self.owned:
+            return
+        self._releasing.add(k)
+        try:
+            await self._on_release(k, False)
+        finally:
+            await self._free(k)
 
     async def _lost(self, k: int, why: str) -> None:
+        if self.owned.pop(k, None) is None:
+            return
         log.warning("partition %d lost: %s; its sessions move to the new owner", k, why)
-        self.owned.pop(k, None)
         await self._on_release(k, False)
 
     async def stop(self, handoff: bool = True) -> None:
-        """Stop renewing; with ``handoff``, give every partition up for the others to take."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if handoff:
-            for k in sorted(self.owned):
-                try:
-                    await self.release(k)
-                except Exception:
-                    log.exception("partition %d: hand-off failed", k)
+        """Stop sharing; with ``handoff``, give every partition up (all at once, renewing them
+        meanwhile) for the others to take. Then stop renewing."""
+        for task in self._tasks[1:]:
+            task.cancel()
+        if handoff and self.owned:
+            results = await asyncio.gather(
+                *(self.release(k) for k in sorted(self.owned)), return_exceptions=True
+            )
+            for r in results:
+                if isinstance(r, BaseException):
+                    log.error("hand-over failed: %s", r)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         with contextlib.suppress(Exception):
             await self.kv.delete(f"w.{self.me}")

@@ -434,6 +434,9 @@ class Session:
     # --- recognizer results ---------------------------------------------------------------------
     def on_event(self, ev: StreamEvent, now: float) -> list[Action]:
         if isinstance(ev, RecognitionError):
+            if ev.utterance is not None and self.config.service_endpointing:
+                # the utterance's final failed and will not come: it is done with
+                self._finished = max(self._finished, ev.utterance)
             return [self._error(ev.code, ev.message, now)]
         if isinstance(ev, EndpointHint):
             utt = self._utt
@@ -453,8 +456,8 @@ class Session:
             self._interrupt(now, actions, onset)
         if ev.utterance <= self._finished and self.config.service_endpointing:
             return actions  # a late partial, or a repeated final: never publish it
-        if not self.config.service_endpointing and ev.audio_end <= self._final_floor + 0.02:
-            return actions  # replayed after a failover: this turn's final was published
+        if ev.audio_end <= self._final_floor + 0.02:
+            return actions  # replayed after a failover: its audio's final was published
         if ev.is_final:
             self._finished = ev.utterance
             self._turn_open = False

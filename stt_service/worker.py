@@ -101,6 +101,7 @@ class _Partition:
     # sessions not open here: their checkpoint (None: none stored), read once
     known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     closing: dict[str, _Live] = field(default_factory=dict)  # until the close is recorded
+    releasing: bool = False  # being given up: no more messages are taken
 
 
 class LatencyWindow:
@@ -296,6 +297,9 @@ class Worker:
             self._ckpt_task = None
         now = time.time()
         for live in list(self.sessions.values()):
+            if self.jetstream:  # not handed over in time: the next owner replays it
+                self._abandon(live)
+                continue
             await self._execute(live, live.session.close(now, reason="stop"))
         await self._wait_closed_within(self.settings.stt_drain_timeout)
         if self._abandoning:  # streams of sessions handed over: nothing of theirs is published
@@ -334,6 +338,11 @@ class Worker:
         self.leases.start()
         self._ckpt_task = asyncio.create_task(self._checkpoint_loop(), name="checkpoints")
 
+    def _tracker(self) -> ReplayTracker:
+        # where the backend finds turns, the session learns one began only from its first
+        # words: replay from further back, so a turn's start is never skipped
+        return ReplayTracker(REPLAY_LAG if self.config.service_endpointing else 4 * REPLAY_LAG)
+
     def _load(self, k: int) -> tuple[int, int]:
         lives = [live for live in self.sessions.values() if live.partition == k]
         return sum(not live.session.settled for live in lives), len(lives)
@@ -350,55 +359,66 @@ class Worker:
         async def on_msg(msg: Msg) -> None:
             await self._on_partition_message(part, msg)
 
-        part.sub = await self.jsx.js.subscribe(
-            self.jsx.layout.partition_subject(k),
-            stream=self.jsx.layout.stream,
-            ordered_consumer=True,
-            idle_heartbeat=1.0,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            config=ConsumerConfig(opt_start_seq=floor),
-            cb=on_msg,
-        )
+        try:
+            part.sub = await self.jsx.js.subscribe(
+                self.jsx.layout.partition_subject(k),
+                stream=self.jsx.layout.stream,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                config=ConsumerConfig(opt_start_seq=floor),
+                cb=on_msg,
+            )
+        except Exception:
+            del self._parts[k]
+            raise
         log.debug("partition %d: consuming from stream sequence %d", k, floor)
 
     async def _release(self, k: int, handoff: bool) -> None:
         """Stop serving partition ``k``. ``handoff``: store where each of its sessions must be
         replayed from first (closing sessions finish first); else (lease lost) store nothing."""
-        part = self._parts.pop(k, None)
+        part = self._parts.get(k)
         if part is None:
             return
+        part.releasing = True
         if part.sub is not None:
             with contextlib.suppress(Exception):
                 await part.sub.unsubscribe()
-        lives = [live for live in self.sessions.values() if live.partition == k]
-        if handoff:
-            assert self.jsx is not None
-            closing = [
-                t for t in self._closing if t.get_name().removeprefix("close-") in part.closing
-            ]
-            if closing:
-                await asyncio.wait(closing, timeout=self.settings.stt_drain_timeout / 2)
-            # a closing session not done yet is replayed by the next owner
-            lives += [live for live in part.closing.values() if not live.abandoned]
-            await asyncio.gather(
-                *(
-                    self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
-                    for live in lives
+        try:
+            if handoff:
+                assert self.jsx is not None
+                closing = [
+                    t for t in self._closing if t.get_name().removeprefix("close-") in part.closing
+                ]
+                if closing:  # their finals and closed-marks go out first, from here
+                    await asyncio.wait(closing, timeout=self.settings.stt_drain_timeout / 2)
+                # a closing session not done yet is replayed by the next owner
+                lives = self._partition_lives(part)
+                await asyncio.gather(
+                    *(
+                        self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
+                        for live in lives
+                    )
                 )
-            )
-            floor = min((live.replay_seq for live in lives), default=part.last_seq + 1)
-            await self.jsx.put_floor(k, floor)
-        else:
-            lives += list(part.closing.values())
-        for live in lives:
-            self._abandon(live)
-        if lives:
-            log.info(
-                "partition %d: %d session(s) %s",
-                k,
-                len(lives),
-                "handed over" if handoff else "left to the new owner",
-            )
+                floor = min((live.replay_seq for live in lives), default=part.last_seq + 1)
+                await self.jsx.put_floor(k, floor)
+        finally:
+            if self._parts.get(k) is part:
+                del self._parts[k]
+            lives = self._partition_lives(part)
+            for live in lives:
+                self._abandon(live)
+            if lives:
+                log.info(
+                    "partition %d: %d session(s) %s",
+                    k,
+                    len(lives),
+                    "handed over" if handoff else "left to the new owner",
+                )
+
+    def _partition_lives(self, part: _Partition) -> list[_Live]:
+        lives = [live for live in self.sessions.values() if live.partition == part.k]
+        return lives + [live for live in part.closing.values() if not live.abandoned]
 
     def _abandon(self, live: _Live) -> None:
         """Forget a session another replica now serves: publish nothing more for it."""
@@ -423,8 +443,8 @@ class Worker:
         }
 
     async def _on_partition_message(self, part: _Partition, msg: Msg) -> None:
-        if self._parts.get(part.k) is not part:
-            return  # released meanwhile
+        if self._parts.get(part.k) is not part or part.releasing:
+            return  # being given up
         seq = msg.metadata.sequence.stream
         if seq <= part.last_seq:
             return  # seen before (an ordered consumer that restarted)
@@ -432,8 +452,24 @@ class Worker:
         self.stats.messages += 1
         sid = msg.subject.rsplit(".", 1)[-1]
         live = self.sessions.get(sid)
-        if live is None:
-            resumed = await self._resume(part, sid, seq)
+        prior_v = 0  # a session reopened under an id used before: its checkpoints must win
+        if live is None and (sid in part.closing or sid in self._ended):
+            # closed here moments ago (its closed-mark may not be stored yet): a new session,
+            # or a message for one that has ended
+            prior_v = part.closing[sid].v + 1 if sid in part.closing else 0
+        elif live is None:
+            try:
+                resumed = await self._resume(part, sid, seq)
+            except Exception as exc:
+                # without the checkpoint the session cannot go on correctly: serve the partition
+                # again from its floor (taken back, or by another replica)
+                log.warning("partition %d: %s; serving it again from its floor", part.k, exc)
+                if self.leases is not None and not part.releasing:
+                    part.releasing = True
+                    task = asyncio.create_task(self.leases.drop(part.k), name=f"drop-{part.k}")
+                    self._abandoning.add(task)
+                    task.add_done_callback(self._abandoning.discard)
+                return
             if resumed is False:
                 return
             live = resumed if isinstance(resumed, _Live) else None
@@ -443,29 +479,37 @@ class Worker:
                 live.replay_seq, live.snap = point.seq, point.snapshot
             live.replaying = seq <= live.quiet_until
             live.handled = seq  # before handling: an 'end' closes the session meanwhile
+        opened = live is None
         with session_logging(sid, live.trace.span if live is not None else None):
-            await self._handle_message(msg.data, sid, seq)
+            await self._handle_message(msg.data, sid, seq, part.k)
         live = self.sessions.get(sid)
-        if live is not None:
-            if live.partition < 0:  # opened by this message
-                live.partition = part.k
-                earlier = part.known.pop(sid, None)  # an ended session of the same id
-                live.v = int(earlier["v"]) if earlier else 0
-            live.replaying = False
+        if live is None:
+            return
+        if opened:
+            earlier = part.known.pop(sid, None)  # the closed-mark of a session of the same id
+            live.v = max(prior_v, int(earlier["v"]) + 1 if earlier else 0)
+        live.replaying = False
+        if self._parts.get(part.k) is not part:
+            self._abandon(live)  # the partition was given up while this message was handled
 
     async def _resume(self, part: _Partition, sid: str, seq: int) -> _Live | bool | None:
         """The first message here of a session not open here: its checkpoint decides whether the
         message was handled before (False: skip it), or the session goes on from its checkpoint
-        (the restored session), or it is new (None)."""
+        (the restored session), or it is new (None). Raises when the checkpoint cannot be read."""
         assert self.jsx is not None
         if sid not in part.known:
             if len(part.known) > 10_000:
                 part.known.clear()
-            try:
-                part.known[sid] = await self.jsx.session_checkpoint(sid)
-            except Exception as exc:
-                log.warning("session %s: could not read its checkpoint: %s", sid, exc)
-                part.known[sid] = None
+            for attempt in range(3):
+                try:
+                    part.known[sid] = await self.jsx.session_checkpoint(sid)
+                    break
+                except Exception as exc:
+                    if attempt == 2:
+                        raise RuntimeError(
+                            f"session {sid}: could not read its checkpoint: {exc}"
+                        ) from None
+                    await asyncio.sleep(0.2)
         ckpt = part.known[sid]
         if ckpt is None:
             return None
@@ -473,14 +517,12 @@ class Worker:
             return False if seq <= int(ckpt["closed"]) else None
         if seq < int(ckpt["replay"]):
             return False
-        if self.draining:
-            return False
         part.known.pop(sid, None)
         now = time.time()
         snap = ckpt.get("snap") or Session(sid, self.config, now).snapshot()
         session = Session.restore(sid, self.config, now, snap, ckpt["progress"])
         stream = self.recognizer.open_stream(session.params)
-        live = _Live(session, stream, self.tel.session(sid))
+        live = _Live(session, stream, self.tel.session(sid), replay=self._tracker())
         live.partition = part.k
         live.v = int(ckpt["v"])
         live.replay_seq = live.persisted = int(ckpt["replay"])
@@ -512,22 +554,27 @@ class Worker:
         moved = [
             live
             for live in list(self.sessions.values())
-            if live.partition in self._parts and live.replay_seq > live.persisted
+            if live.partition in self._parts
+            and not self._parts[live.partition].releasing
+            and live.replay_seq > live.persisted
         ]
 
         async def store(live: _Live) -> None:
             replay = live.replay_seq
             assert self.jsx is not None
+            if live.abandoned:
+                return
             await self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
             live.persisted = max(live.persisted, replay)
 
         await asyncio.gather(*(store(live) for live in moved))
         now = time.monotonic()
         for k, part in list(self._parts.items()):
-            lives = [live for live in self.sessions.values() if live.partition == k]
-            lives += list(part.closing.values())
+            lives = self._partition_lives(part)
             floor = min((live.persisted for live in lives), default=part.last_seq + 1)
             if floor != part.floor or now - part.floor_at > FLOOR_RENEW_S:
+                if self._parts.get(k) is not part or part.releasing:
+                    continue  # given up meanwhile: its hand-over wrote the floor
                 await self.jsx.put_floor(k, floor)
                 part.floor, part.floor_at = floor, now
 
@@ -580,7 +627,9 @@ class Worker:
         with session_logging(sid, live.trace.span if live is not None else None):
             await self._handle_message(msg.data, sid)
 
-    async def _handle_message(self, data: bytes, sid: str, seq: int | None = None) -> None:
+    async def _handle_message(
+        self, data: bytes, sid: str, seq: int | None = None, partition: int = -1
+    ) -> None:
         now = time.time()
         began = time.perf_counter()
         try:
@@ -608,10 +657,14 @@ class Worker:
                         now,
                     )
                     return
-                live = await self._open(sid, now, seq)
+                live = await self._open(sid, now, seq, partition)
                 if live is None:
                     return
-            if isinstance(parsed, Chunk) and await self._backlogged(live, now):
+            if (
+                isinstance(parsed, Chunk)
+                and not live.replaying
+                and await self._backlogged(live, now)
+            ):
                 return
             heard = live.session.samples_heard
             await self._execute(live, live.session.handle(parsed, now))
@@ -665,7 +718,9 @@ class Worker:
         )
         return True
 
-    async def _open(self, sid: str, now: float, seq: int | None = None) -> _Live | None:
+    async def _open(
+        self, sid: str, now: float, seq: int | None = None, partition: int = -1
+    ) -> _Live | None:
         if self.draining:
             await self._refuse(
                 sid,
@@ -685,8 +740,9 @@ class Worker:
             return None
         session = Session(sid, self.config, now)
         stream = self.recognizer.open_stream(session.params)
-        live = _Live(session, stream, self.tel.session(sid))
+        live = _Live(session, stream, self.tel.session(sid), replay=self._tracker())
         if seq is not None:  # jetstream: a replay of this session would start at this message
+            live.partition = partition
             live.replay_seq = live.persisted = live.handled = seq
             live.snap = session.snapshot()
         live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")

@@ -236,3 +236,22 @@ def test_partition_of_matches_the_servers_subject_transform() -> None:
     with EmbeddedNats(jetstream=True) as server:
         got = asyncio.run(stored_partitions(server.url))
     assert got == {sid: partition_of(sid, 7) for sid in ids}
+
+
+def test_a_failed_final_does_not_hold_the_replay_point_back() -> None:
+    """A final whose decode failed never comes: the session is settled again after its error,
+    so replays (and the stream's retention) do not reach back to that utterance forever."""
+    from stt_service.backends.base import RecognitionError
+
+    s = Session(SID, SessionConfig(), T0)
+    messages = conversation()
+    tracker = ReplayTracker(LAG)
+    rec = Recognizer()
+    for seq, m in messages[:50]:  # through the first utterance's end and into the gap
+        tracker.observe(seq, s)
+        rec.take(s.handle(m, T0 + seq * 0.1), seq)
+    assert rec.due and not s.settled  # the first final is awaited
+    s.on_event(RecognitionError("backend_error", "decode failed", utterance=0), T0)
+    assert s.settled
+    point = tracker.observe(messages[50][0], s)
+    assert point is not None and point.snapshot["next_utt"] == 1
