@@ -16,7 +16,7 @@ The design, all of it on NATS itself:
 - **Checkpoints.** For every session the owner keeps a replay point: the inbound message after
   which nothing heard so far is unfinished (speech transcribed into a published final, or silence),
   with the session's state at that point. It is stored in a second bucket (``{stream}_state``,
-  key ``s.{session}``) about once a second, and in a header (``Stt-Checkpoint``) on every message
+  key ``s.{session}``) at most once per 5 s, and in a header (``Stt-Checkpoint``) on every message
   the session publishes, which a results stream (``{stream}_RESULTS``, the last message per
   session) keeps. So the newest checkpoint and "what was published" cannot disagree: they travel
   in one message. A new owner restores each session from the newer of the two, replays the

@@ -66,6 +66,8 @@ from .telemetry import SessionTrace, Telemetry, bind_session, session_logging
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 REPLAY_LAG = 8000  # samples of silence a replay starts before the next utterance (0.5 s)
+CHECKPOINT_EVERY_S = 5.0  # a session's replay point is stored at most this often (and with
+# every message it publishes): a replay is at most this much longer, the writes 5x fewer
 
 
 @dataclass(eq=False)
@@ -84,6 +86,7 @@ class _Live:
     replay_seq: int = 0
     snap: dict[str, Any] | None = None
     persisted: int = 0  # replay point of the newest checkpoint stored (or the first message)
+    persisted_at: float = 0.0  # monotonic
     handled: int = 0  # stream sequence of the last inbound message handled
     quiet_until: int = 0  # a replay: errors for messages up to here were published already
     replaying: bool = False
@@ -453,10 +456,10 @@ class Worker:
         sid = msg.subject.rsplit(".", 1)[-1]
         live = self.sessions.get(sid)
         prior_v = 0  # a session reopened under an id used before: its checkpoints must win
-        if live is None and (sid in part.closing or sid in self._ended):
+        if live is None and sid in part.closing:
             # closed here moments ago (its closed-mark may not be stored yet): a new session,
             # or a message for one that has ended
-            prior_v = part.closing[sid].v + 1 if sid in part.closing else 0
+            prior_v = part.closing[sid].v + 1
         elif live is None:
             try:
                 resumed = await self._resume(part, sid, seq)
@@ -540,8 +543,9 @@ class Worker:
         return live
 
     async def _checkpoint_loop(self) -> None:
-        """Once a second: store the replay point of every session that moved on, then each
-        partition's floor (the oldest replay point of its sessions), so replays stay short."""
+        """Each second: store the replay point of the sessions that moved on (each at most every
+        CHECKPOINT_EVERY_S), then each partition's floor (the oldest stored replay point of its
+        sessions), so replays stay short and the stream's audio can age out."""
         while True:
             await asyncio.sleep(1.0)
             try:
@@ -551,12 +555,14 @@ class Worker:
 
     async def _store_checkpoints(self) -> None:
         assert self.jsx is not None
+        due = time.monotonic() - CHECKPOINT_EVERY_S
         moved = [
             live
             for live in list(self.sessions.values())
             if live.partition in self._parts
             and not self._parts[live.partition].releasing
             and live.replay_seq > live.persisted
+            and live.persisted_at <= due
         ]
 
         async def store(live: _Live) -> None:
@@ -566,6 +572,7 @@ class Worker:
                 return
             await self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
             live.persisted = max(live.persisted, replay)
+            live.persisted_at = time.monotonic()
 
         await asyncio.gather(*(store(live) for live in moved))
         now = time.monotonic()
@@ -721,7 +728,7 @@ class Worker:
     async def _open(
         self, sid: str, now: float, seq: int | None = None, partition: int = -1
     ) -> _Live | None:
-        if self.draining:
+        if self.draining and not self.jetstream:  # jetstream: its partition is handed over
             await self._refuse(
                 sid,
                 Code.SERVICE_DRAINING,
@@ -810,7 +817,7 @@ class Worker:
                 f"{self.settings.stt_output_subject}.{sid}", encode(message), headers=headers
             )
             if headers is not None and live is not None:
-                live.persisted = live.replay_seq
+                live.persisted, live.persisted_at = live.replay_seq, time.monotonic()
             self.stats.published += 1
         except Exception as exc:  # closed connection during shutdown, or the pending buffer is full
             self.tel.dropped.add(1, {**self.tel.attrs, "stt.type": str(message.get("type"))})
