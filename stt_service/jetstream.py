@@ -426,7 +426,10 @@ class Leases:
         ]
 
     async def _every(self, step: Callable[[], Awaitable[None]], what: str) -> None:
-        await asyncio.sleep(self.interval if what == "share" else 0)  # renew first: be seen
+        # renew first, to be seen; look for free partitions at least twice a second: a dead
+        # replica's partitions are taken soon after its leases expire
+        every = min(self.interval, 0.5) if what == "share" else self.interval
+        await asyncio.sleep(every if what == "share" else 0)
         while True:
             began = time.monotonic()
             try:
@@ -436,7 +439,7 @@ class Leases:
                 if what not in self._warned:  # once per outage, not every cycle
                     log.warning("partition leases (%s): %s", what, str(exc) or type(exc).__name__)
                     self._warned.add(what)
-            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - began)))
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - began)))
 
     async def renew(self) -> None:
         for k, rev in list(self.owned.items()):

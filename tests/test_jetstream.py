@@ -404,3 +404,64 @@ async def test_jetstream_mode_says_what_the_server_lacks() -> None:
     assert code == 1, r.log
     assert "JetStream is not enabled" in r.log and "-js" in r.log, r.log
     assert "Traceback" not in r.log
+
+
+async def test_streams_and_buckets_are_created_bounded_and_checked(
+    js_server: JetStreamServer,
+) -> None:
+    """The worker creates what it needs, with the retention it was given; a replica configured
+    for another layout refuses to start with one line, instead of splitting sessions wrongly."""
+    first = Replica(js_server.url, "first", STT_JS_MAX_AGE="120", STT_JS_MAX_BYTES="50000000")
+    try:
+        await first.wait_listening()
+        nc = await nats.connect(js_server.url)
+        js = nc.jetstream()
+        audio = (await js.stream_info("STT_AUDIO")).config
+        results = (await js.stream_info("STT_AUDIO_RESULTS")).config
+        leases = await (await js.key_value("STT_AUDIO_leases")).status()
+        await nc.close()
+        assert (audio.max_age, audio.max_bytes) == (120, 50_000_000)
+        assert audio.subjects == ["ai.voice.stream.*"]
+        assert audio.subject_transform is not None
+        assert audio.subject_transform.dest == "STT_AUDIO.{{partition(16,1)}}.{{wildcard(1)}}"
+        assert results.max_msgs_per_subject == 1 and results.subjects == [
+            "ai.voice.transcription.*"
+        ]
+        assert leases.ttl == 3.0
+
+        other = Replica(js_server.url, "other", STT_JS_PARTITIONS="8")
+        code = await asyncio.to_thread(other.proc.wait, 30)
+        assert code == 1, other.log
+        assert "STT_JS_PARTITIONS" in other.log and "Traceback" not in other.log, other.log
+    finally:
+        first.stop()
+
+
+@pytest.mark.usefixtures("aws_test_credentials")
+async def test_a_flux_session_runs_the_same_in_jetstream_mode(js_server: JetStreamServer) -> None:
+    """The backend finds the turns (Deepgram Flux over the SageMaker emulator): through the
+    stream and a partition consumer, the client gets the same turns as in core mode."""
+    from stt_service.emulator.sagemaker import SageMakerEmulator
+
+    from .conftest import running_service
+
+    script = ["he was not an ill disposed young man", "he might even have been made amiable"]
+    audio = joined([utterance("0880"), utterance("0930")], gap_s=1.5)
+    async with (
+        SageMakerEmulator(script=script) as emu,
+        running_service(
+            js_server.url,
+            stt_mode="jetstream",
+            stt_backend="flux",
+            sagemaker_endpoint_name="flux-ep",
+            aws_endpoint_url_sagemaker_runtime_http2=emu.url,
+            aws_ca_bundle=emu.ca_path,
+        ) as h,
+    ):
+        await h.wait_for(lambda: bool(h.worker.leases and len(h.worker.leases.owned) == 16))
+        res = await h.stream("flux-js-1", audio, speed=4)
+    assert not res.errors
+    assert [f["transcript"] for f in res.finals] == script
+    assert [f["turn_index"] for f in res.finals] == [0, 1]
+    sequences = [m["sequence"] for m in res.of_type("transcript")]
+    assert sequences == list(range(len(sequences)))
