@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -34,7 +33,6 @@ import re
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,6 @@ import msgpack
 import nats
 import numpy as np
 from nats.aio.msg import Msg
-from nats.js.errors import NoKeysError, NotFoundError
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
@@ -53,6 +50,7 @@ from common import pct_ms, proc_cpu_seconds  # noqa: E402
 from stt_service.audio import read_wav  # noqa: E402
 from stt_service.client import stream_audio  # noqa: E402
 from stt_service.embedded import EmbeddedNats  # noqa: E402
+from stt_service.jetstream import partition_owners  # noqa: E402
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 PARTITIONS = 16
@@ -185,25 +183,11 @@ async def latency_level(mode: str, sessions: int, duration: float) -> dict[str, 
     }
 
 
-async def lease_owners(nc: Any) -> Counter[str]:
-    kv = await nc.jetstream().key_value("STT_AUDIO_leases")
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return Counter()
-    owners: Counter[str] = Counter()
-    for key in keys:
-        if key.startswith("p."):
-            with contextlib.suppress(NotFoundError):  # given up meanwhile
-                owners[((await kv.get(key)).value or b"").decode()] += 1
-    return owners
-
-
 async def balanced(nc: Any, replicas: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        owners = await lease_owners(nc)
-        values = list(owners.values())
+        kv = await nc.jetstream().key_value("STT_AUDIO_leases")
+        values = list((await partition_owners(kv)).values())
         if len(values) == replicas and sum(values) == PARTITIONS and max(values) - min(values) <= 1:
             return
         await asyncio.sleep(0.2)

@@ -380,6 +380,21 @@ async def _ensure_bucket(
     return kv
 
 
+async def partition_owners(leases: KeyValue) -> dict[str, int]:
+    """How many partitions each replica holds now (replica id -> count), from the leases."""
+    try:
+        keys = await leases.keys()
+    except NoKeysError:
+        return {}
+    owners: dict[str, int] = {}
+    for key in keys:
+        if key.startswith("p."):
+            with contextlib.suppress(NotFoundError):  # given up meanwhile
+                owner = ((await leases.get(key)).value or b"").decode()
+                owners[owner] = owners.get(owner, 0) + 1
+    return owners
+
+
 class Leases:
     """This replica's share of the partitions.
 
