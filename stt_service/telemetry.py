@@ -220,6 +220,11 @@ class Telemetry:
             unit="{message}",
             description="outbound messages that could not be published",
         )
+        self.resumed = m.create_counter(
+            "stt.sessions.resumed",
+            unit="{session}",
+            description="sessions taken over from another replica and replayed (jetstream mode)",
+        )
         self._gauges: list[Any] = []
 
     def observe(

@@ -173,6 +173,13 @@ class Worker:
             "audio accepted and not yet recognised, all sessions",
             lambda: sum(live.stream.backlog() for live in list(self.sessions.values())) / 16000,
         )
+        if settings.stt_mode == "jetstream":
+            self.tel.observe(
+                "stt.partitions.held",
+                "{partition}",
+                "session partitions this replica serves (jetstream mode)",
+                lambda: float(len(self._parts)),
+            )
         self.config = SessionConfig.from_settings(
             settings, service_endpointing=recognizer.endpointing == "service"
         )
@@ -534,6 +541,7 @@ class Worker:
         live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
+        self.tel.resumed.add(1, self.tel.attrs)
         log.info(
             "session %s resumed from stream sequence %d (transcript %d on)",
             sid,

@@ -438,3 +438,42 @@ async def test_a_flux_session_runs_the_same_in_jetstream_mode(js_server: JetStre
     assert [f["turn_index"] for f in res.finals] == [0, 1]
     sequences = [m["sequence"] for m in res.of_type("transcript")]
     assert sequences == list(range(len(sequences)))
+
+
+async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
+    js_server: JetStreamServer,
+) -> None:
+    """In one process: an id reused right after its 'end' is a new session, not the old one
+    brought back; a replica's hand-over shows in the other's metrics."""
+    from .conftest import running_service
+    from .test_telemetry import Recorded
+
+    rec = Recorded()
+    first, second = utterance("0880"), utterance("0930")
+    async with running_service(js_server.url, stt_mode="jetstream") as a:
+        await a.wait_for(lambda: bool(a.worker.leases and len(a.worker.leases.owned) == 16))
+        # 'end' and a new 'start' under the same id, back to back
+        await stream_audio(a.nc, "reuse-1", joined([first]), speed=0)
+        await stream_audio(a.nc, "reuse-1", joined([second]), speed=0)
+        await a.wait_for(lambda: len(a.results("reuse-1").finals) == 2, timeout=60)
+        res = a.results("reuse-1")
+        assert not res.errors, res.errors
+        for final, u in zip(res.finals, (first, second), strict=True):
+            # tiny.en cannot spell "ill-disposed" (two of 0880's eight words)
+            assert word_error_rate(u.reference, final["transcript"]) <= 0.25, res.finals
+        # two sessions, each numbering its transcripts from 0
+        assert [m["sequence"] for m in res.of_type("transcript")].count(0) == 2
+
+        async with running_service(js_server.url, rec.telemetry, stt_mode="jetstream") as b:
+            await b.wait_for(lambda: bool(b.worker.leases and b.worker.leases.owned), timeout=30)
+            sids = [f"moving-{i}" for i in range(8)]
+            streams = stream_all(a.nc, sids, [joined([first, second])] * len(sids), speed=2.0)
+            await asyncio.sleep(3.0)  # inside the second utterance
+            await a.worker.drain()  # a rolling update: everything goes to b
+            await streams
+            await wait_finals(b.collector, sids, timeout=60)
+            for sid in sids:
+                check_exactly_once(b.results(sid), sid)
+            metrics = rec.metrics()
+            assert metrics["stt.partitions.held"][-1].value == 16
+            assert sum(p.value for p in metrics["stt.sessions.resumed"]) >= 1
