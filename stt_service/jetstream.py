@@ -275,13 +275,18 @@ class JetStreamState:
             num_replicas=replicas,
             allow_direct=True,
         )
-        await _ensure_stream(js, audio, layout, check_transform=True)
-        await _ensure_stream(js, results, layout, check_transform=False)
         leases = await _ensure_bucket(
             js, layout.leases, settings.stt_js_lease_seconds, replicas, "partition leases"
         )
         state = await _ensure_bucket(js, layout.state, STATE_TTL_S, replicas, "session checkpoints")
-        return cls(nc, js, layout, leases, state)
+        jsx = cls(nc, js, layout, leases, state)
+        if await _ensure_stream(js, audio, layout, check_transform=True):
+            # a new stream: its every message is for the replicas, even those sent before one
+            # of them holds the partition (a partition without a floor starts at the end)
+            for k in range(layout.partitions):
+                await jsx.put_floor(k, 1)
+        await _ensure_stream(js, results, layout, check_transform=False)
+        return jsx
 
     # --- checkpoints -------------------------------------------------------------------------
     async def session_checkpoint(self, session_id: str) -> dict[str, Any] | None:
@@ -319,7 +324,8 @@ class JetStreamState:
 
 async def _ensure_stream(
     js: JetStreamContext, want: StreamConfig, layout: Layout, *, check_transform: bool
-) -> None:
+) -> bool:
+    """Create the stream (True), or check and update the existing one (False)."""
     assert want.name is not None
     try:
         info = await js.stream_info(want.name)
@@ -332,7 +338,7 @@ async def _ensure_stream(
                 "(another stream may already hold these subjects)"
             ) from None
         log.info("created JetStream stream %s", want.name)
-        return
+        return True
     have = info.config
     if check_transform:
         got, expected = have.subject_transform, layout.transform
@@ -350,6 +356,7 @@ async def _ensure_stream(
         log.info(
             "stream %s: retention now %g s / %d bytes", want.name, want.max_age, want.max_bytes
         )
+    return False
 
 
 async def _ensure_bucket(

@@ -477,3 +477,61 @@ async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
             metrics = rec.metrics()
             assert metrics["stt.partitions.held"][-1].value == 16
             assert sum(p.value for p in metrics["stt.sessions.resumed"]) >= 1
+
+
+# what the README's "What the NATS server needs" lists for the service's own NATS user
+WORKER_PUBLISH = [
+    "$JS.API.>",
+    "$JS.FC.>",
+    "$KV.STT_AUDIO_leases.>",
+    "$KV.STT_AUDIO_state.>",
+    "ai.voice.transcription.>",
+]
+WORKER_SUBSCRIBE = ["_INBOX.>"]
+
+
+def test_the_readme_lists_the_permissions_tested_below() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for subject in WORKER_PUBLISH + WORKER_SUBSCRIBE:
+        assert f"`{subject}`" in readme, subject
+
+
+async def test_the_documented_permissions_are_enough(tmp_path: Path) -> None:
+    """A NATS user allowed only what the README lists runs JetStream mode, under enough load
+    that the consumers' flow control speaks up, without a permissions violation."""
+
+    def quoted(subjects: list[str]) -> str:
+        return ", ".join(f'"{s}"' for s in subjects)
+
+    port = EmbeddedNats().port
+    conf = tmp_path / "nats.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+        "authorization { users = [\n"
+        "  { user: stt, password: stt-secret, permissions: {"
+        f" publish: [{quoted(WORKER_PUBLISH)}], subscribe: [{quoted(WORKER_SUBSCRIBE)}] }} }}\n"
+        "  { user: client, password: client-secret }\n"
+        "] }\n"
+    )
+    server = subprocess.Popen(
+        [find_nats_server(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    wait_for_port("127.0.0.1", port, 10)
+    url = f"nats://127.0.0.1:{port}"
+    replica = Replica(url, "restricted", NATS_USER="stt", NATS_PASSWORD="stt-secret")
+    try:
+        await replica.wait_listening()
+        nc = await nats.connect(f"nats://client:client-secret@127.0.0.1:{port}")
+        collector = await ResultCollector(nc).start()
+        quiet = WavAudio(bytes(16000 * 2 * 30), 16000, 1)  # 30 s of silence per session
+        await stream_all(nc, [f"load-{i}" for i in range(24)], [quiet] * 24, speed=0)
+        await stream_audio(nc, "perm-1", joined([utterance("0930")]), speed=0)
+        await wait_finals(collector, ["perm-1"], expected=1, timeout=60)
+        await nc.close()
+    finally:
+        replica.stop()
+        server.terminate()
+        server.wait(10)
+    assert "ermissions violation" not in replica.log, replica.log
+    assert word_error_rate(utterance("0930").reference, collector.results("perm-1").text) <= 0.15
