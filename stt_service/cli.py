@@ -354,6 +354,83 @@ async def _tail(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- partitions -----------------------------------------------------------------------------------
+def cmd_partitions(args: argparse.Namespace) -> int:
+    return asyncio.run(_partitions(args))
+
+
+async def _partitions(args: argparse.Namespace) -> int:
+    """JetStream mode at a glance: the audio stream, and which replica serves which partition."""
+    from nats.js.errors import NoKeysError, NotFoundError
+
+    from .jetstream import Layout
+
+    settings = _settings(args)
+    layout = Layout.from_settings(settings)
+    try:
+        nc = await connect_nats(settings, name="stt-service-partitions")
+    except RuntimeError as exc:
+        print(f"stt-service partitions: {exc}", file=sys.stderr)
+        return 1
+    try:
+        js = nc.jetstream(timeout=5.0)
+        try:
+            info = await js.stream_info(layout.stream)
+            leases = await js.key_value(layout.leases)
+            state = await js.key_value(layout.state)
+        except NotFoundError:
+            print(
+                f"no stream {layout.stream} or its buckets on {redact_url(settings.nats_url)}: "
+                "no replica has run with STT_MODE=jetstream here (or STT_JS_STREAM differs)",
+                file=sys.stderr,
+            )
+            return 1
+        except Exception as exc:
+            print(f"stt-service partitions: {str(exc) or type(exc).__name__}", file=sys.stderr)
+            return 1
+        partitions = settings.stt_js_partitions
+        transform = info.config.subject_transform
+        if transform is not None and "partition(" in transform.dest:
+            partitions = int(transform.dest.split("partition(", 1)[1].split(",", 1)[0])
+        owners: dict[int, str] = {}
+        replicas: list[str] = []
+        try:
+            keys = await leases.keys()
+        except NoKeysError:
+            keys = []
+        for key in keys:
+            with contextlib.suppress(NotFoundError):
+                value = ((await leases.get(key)).value or b"").decode()
+                if key.startswith("p."):
+                    owners[int(key[2:])] = value
+                elif key.startswith("w."):
+                    replicas.append(key[2:])
+        floors: dict[int, int] = {}
+        for k in range(partitions):
+            with contextlib.suppress(NotFoundError):
+                floors[k] = int((await state.get(f"p.{k}")).value or b"0")
+        st, cfg = info.state, info.config
+        print(
+            f"stream {layout.stream} on {redact_url(settings.nats_url)}: {st.messages:,} "
+            f"messages, {st.bytes / 1e6:.1f} MB (keeps {cfg.max_age or 0:g} s / "
+            f"{(cfg.max_bytes or 0) / 1024**3:.1f} GiB), {partitions} partitions"
+        )
+        print(f"{len(replicas)} replica(s) alive")
+        for r in sorted(set(replicas) | set(owners.values())):
+            held = sorted(k for k, o in owners.items() if o == r)
+            behind = sum(max(0, st.last_seq + 1 - floors.get(k, st.last_seq + 1)) for k in held)
+            alive = "" if r in replicas else " (not renewing: lease ending)"
+            print(
+                f"  {r}: {len(held)} partition(s) {' '.join(map(str, held)) or '-'}; "
+                f"a replay would re-read up to {behind:,} messages{alive}"
+            )
+        free = [k for k in range(partitions) if k not in owners]
+        print(f"unserved partitions: {' '.join(map(str, free)) if free else 'none'}")
+        return 0 if not free else 3
+    finally:
+        await nc.close()
+
+
 # --- list-endpoints -------------------------------------------------------------------------------
 def cmd_list_endpoints(args: argparse.Namespace) -> int:
     try:
@@ -496,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
     )
     sp.set_defaults(func=cmd_tail)
+    sp = sub.add_parser(
+        "partitions",
+        help="JetStream mode: the audio stream, and which replica serves which partition",
+    )
+    nats_opt(sp, "NATS server URL (default: $NATS_URL or nats://127.0.0.1:4222)")
+    sp.set_defaults(func=cmd_partitions)
     sp = sub.add_parser(
         "healthcheck", help="exit 0 when the local serve answers /healthz (container HEALTHCHECK)"
     )

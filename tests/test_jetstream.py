@@ -258,6 +258,22 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
     js_server: JetStreamServer,
 ) -> None:
     async with cluster(js_server, 3) as (replicas, nc, collector):
+        # what an operator sees: three replicas, each with its share, none unserved
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [*CLI, "partitions", "--nats-url", js_server.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "3 replica(s) alive" in shown.stdout and "16 partitions" in shown.stdout
+        assert "unserved partitions: none" in shown.stdout, shown.stdout
+        assert sorted(
+            int(line.split(": ")[1].split()[0])
+            for line in shown.stdout.splitlines()
+            if "partition(s)" in line
+        ) == [5, 5, 6], shown.stdout
         sids = [f"js-many-{i}" for i in range(20)]
         await stream_all(nc, sids, pairs(20), speed=2.0)
         await wait_finals(collector, sids)
