@@ -206,6 +206,10 @@ class Session:
         self._interrupt_floor = -1
         self._final_floor = -1.0
         self._turn_open = False  # the backend finds turns: one began and has no final yet
+        # the backend's turn numbers -> the session's: a restored session's new stream counts
+        # from 0 again, so the base is fixed by its first turn not published before (None)
+        self._turn_base: int | None = 0
+        self.last_turn = -1  # turn_index of the last final published
 
     # --- inbound --------------------------------------------------------------------------------
     def handle(self, msg: Inbound, now: float) -> list[Action]:
@@ -463,6 +467,11 @@ class Session:
             self._turn_open = False
         elif ev.text.strip():
             self._turn_open = True
+        turn = ev.utterance
+        if ev.turn_index is not None:
+            if self._turn_base is None:
+                self._turn_base = self.last_turn + 1 - ev.turn_index
+            turn = ev.turn_index + self._turn_base
         voice = (
             self._voice.pop(ev.utterance, True)
             if ev.is_final
@@ -487,7 +496,7 @@ class Session:
                     words=ev.words,
                     audio_start=round(ev.audio_start, 3),
                     audio_end=round(ev.audio_end, 3),
-                    turn_index=ev.turn_index if ev.turn_index is not None else ev.utterance,
+                    turn_index=turn,
                     event=ev.event,
                     language=ev.language,
                 )
@@ -496,6 +505,7 @@ class Session:
         self.sequence += 1
         if ev.is_final:
             self.final_end = max(self.final_end, ev.audio_end)
+            self.last_turn = max(self.last_turn, turn)
         return actions
 
     def _latency(self, ev: RecognitionEvent, published: bool, now: float) -> list[Action]:
@@ -622,6 +632,7 @@ class Session:
             "interrupt_at": max(self.interrupt_at, self._interrupt_floor),
             "interrupts": self.interrupts,
             "final_end": max(self.final_end, self._final_floor),
+            "turn": self.last_turn,
         }
 
     @classmethod
@@ -658,6 +669,8 @@ class Session:
         s._interrupt_floor = s.interrupt_at = int(progress["interrupt_at"])
         s.interrupts = int(progress["interrupts"])
         s._final_floor = s.final_end = float(progress["final_end"])
+        s.last_turn = int(progress.get("turn", -1))
+        s._turn_base = None  # a new recognizer stream: fixed by its first new turn
         return s
 
     def _error(self, code: str, message: str, now: float) -> Publish:

@@ -255,3 +255,33 @@ def test_a_failed_final_does_not_hold_the_replay_point_back() -> None:
     assert s.settled
     point = tracker.observe(messages[50][0], s)
     assert point is not None and point.snapshot["next_utt"] == 1
+
+
+@pytest.mark.parametrize("replayed_turns", [0, 1])
+def test_turn_numbers_go_on_after_a_restore_whatever_the_new_stream_counts(
+    replayed_turns: int,
+) -> None:
+    """Where the backend numbers turns (Flux), a restored session's new stream counts from 0
+    again, and may or may not hear the last finished turn again: the client's turn_index goes
+    on from the last final it got either way, and the repeated turn is not published."""
+    config = SessionConfig(service_endpointing=False)
+    first = Session(SID, config, T0)
+    for turn, (a, b) in enumerate([(0.5, 2.0), (3.0, 4.5)]):
+        first.on_event(RecognitionEvent(0, f"turn {turn}", True, a, b, turn_index=turn), T0)
+    assert first.last_turn == 1
+    second = Session.restore(SID, config, T0, first.snapshot(), first.progress())
+    out: list[dict[str, Any]] = []
+    events = []
+    if replayed_turns:  # the tail of turn 1, heard again as the new stream's turn 0
+        events.append(RecognitionEvent(0, "turn 1", True, 3.9, 4.5, turn_index=0))
+    events += [
+        RecognitionEvent(0, "turn 2 so", False, 5.0, 5.6, turn_index=replayed_turns),
+        RecognitionEvent(0, "turn 2 so far", True, 5.0, 6.2, turn_index=replayed_turns),
+    ]
+    for ev in events:
+        out += [a.message for a in second.on_event(ev, T0) if isinstance(a, Publish)]
+    assert [(m["transcript"], m["turn_index"]) for m in out] == [
+        ("turn 2 so", 2),
+        ("turn 2 so far", 2),
+    ]
+    assert [m["sequence"] for m in out] == [2, 3]
