@@ -27,6 +27,7 @@ from .client import (
     word_error_rate,
 )
 from .config import ConfigError, Settings, load_settings
+from .entry import add_healthcheck_arguments, cmd_healthcheck
 from .natsconn import connect_nats, nats_options, redact_url
 
 log = logging.getLogger("stt_service")
@@ -451,27 +452,6 @@ def cmd_list_endpoints(args: argparse.Namespace) -> int:
 
 
 # --- healthcheck ----------------------------------------------------------------------------------
-def cmd_healthcheck(args: argparse.Namespace) -> int:
-    """The container HEALTHCHECK: exit 0 when ``serve`` on this host answers, else 1."""
-    import urllib.error
-    import urllib.request
-
-    url = args.url
-    if not url:
-        port = os.environ.get("STT_HEALTH_PORT", "8080")
-        url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
-    try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
-            print(f"{url}: {resp.status} {resp.read().decode(errors='replace').strip()}")
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(f"{url}: {exc.code} {exc.read().decode(errors='replace').strip()}", file=sys.stderr)
-    except (OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        print(f"{url}: no answer ({reason})", file=sys.stderr)
-    return 1
-
-
 # --- emulate --------------------------------------------------------------------------------------
 def cmd_emulate(args: argparse.Namespace) -> int:
     try:
@@ -582,9 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser(
         "healthcheck", help="exit 0 when the local serve answers /healthz (container HEALTHCHECK)"
     )
-    sp.add_argument("--ready", action="store_true", help="check /readyz instead of /healthz")
-    sp.add_argument("--url", help="full URL to check (default: 127.0.0.1:$STT_HEALTH_PORT)")
-    sp.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    add_healthcheck_arguments(sp)
     sp.set_defaults(func=cmd_healthcheck)
     sp = sub.add_parser("list-endpoints", help="list the SageMaker endpoints of a region")
     sp.add_argument(

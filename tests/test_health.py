@@ -140,8 +140,14 @@ async def test_healthcheck_command_exit_codes() -> None:
     await health.start()
 
     def check(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stt_service.cli", "healthcheck", *args],
+        return subprocess.run(  # as the console script runs it
+            [
+                sys.executable,
+                "-c",
+                "from stt_service.entry import main; main()",
+                "healthcheck",
+                *args,
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -159,3 +165,20 @@ async def test_healthcheck_command_exit_codes() -> None:
     assert alive.returncode == 0 and "200 ok" in alive.stdout
     assert ready.returncode == 1 and "503 not ready: draining" in ready.stderr
     assert dead.returncode == 1 and "no answer" in dead.stderr
+
+
+def test_healthcheck_loads_no_heavy_module() -> None:
+    """It runs every few seconds in each container: the NATS client, pydantic and numpy (half a
+    second of CPU to import) stay unloaded."""
+    url = f"http://127.0.0.1:{free_port()}/"
+    probe = (
+        "import sys\n"
+        "from stt_service.entry import main\n"
+        "try:\n"
+        f"    main(['healthcheck', '--url', '{url}', '--timeout', '0.2'])\n"
+        "except SystemExit as exit:\n"
+        "    heavy = ('nats', 'numpy', 'pydantic')\n"
+        "    print(exit.code, sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert out.stdout.split("\n")[-2:] == ["1 []", ""], (out.stdout, out.stderr)
