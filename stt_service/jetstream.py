@@ -426,8 +426,10 @@ class Leases:
         on_release: Callable[[int, bool], Awaitable[None]],
         load: Callable[[int], tuple[int, int]],
         me: str | None = None,
+        on_renewed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.kv = kv
+        self._on_renewed = on_renewed
         self.me = me or worker_id()
         self.partitions = partitions
         self.ttl = ttl
@@ -463,7 +465,13 @@ class Leases:
                     self._warned.add(what)
             await asyncio.sleep(max(0.0, every - (time.monotonic() - began)))
 
+    def fresh(self, k: int) -> bool:
+        """Whether this replica surely holds partition ``k`` now: renewed within half the lease
+        time, so no other replica can have taken it. Results are published only then."""
+        return k in self.owned and time.monotonic() - self._renewed.get(k, 0.0) < self.ttl / 2
+
     async def renew(self) -> None:
+        renewed = False
         for k, rev in list(self.owned.items()):
             try:
                 new = await asyncio.wait_for(
@@ -472,11 +480,14 @@ class Leases:
                 if k in self.owned:
                     self.owned[k] = new
                     self._renewed[k] = time.monotonic()
+                    renewed = True
             except (KeyWrongLastSequenceError, NotFoundError):
                 await self._lost(k, "another replica holds it now")
             except Exception:
                 if time.monotonic() - self._renewed.get(k, 0.0) > self.ttl * 0.75:
                     await self._lost(k, "could not renew it in time")
+        if renewed and self._on_renewed is not None:
+            await self._on_renewed()  # results held while the lease was in doubt can go now
         await asyncio.wait_for(
             self.kv.put(f"w.{self.me}", str(len(self.owned)).encode()), self.interval
         )

@@ -91,6 +91,9 @@ class _Live:
     quiet_until: int = 0  # a replay: errors for messages up to here were published already
     replaying: bool = False
     abandoned: bool = False  # moved to another replica: publishes nothing more
+    # results not published yet because this replica's lease on the partition was in doubt
+    # (NATS unreachable, renewal late): sent in order once it is renewed, dropped if it is lost
+    held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     replay: ReplayTracker = field(default_factory=lambda: ReplayTracker(REPLAY_LAG))
 
 
@@ -331,6 +334,7 @@ class Worker:
             self._acquire,
             self._release,
             self._load,
+            on_renewed=self._release_held,
         )
         layout = self.jsx.layout
         log.info(
@@ -430,9 +434,38 @@ class Worker:
         lives = [live for live in self.sessions.values() if live.partition == part.k]
         return lives + [live for live in part.closing.values() if not live.abandoned]
 
+    def _may_publish(self, live: _Live) -> bool:
+        """A session's results go out only while its partition's lease is surely ours, and
+        through a live connection (a reconnecting client would send them late, after a new
+        owner may have published them again)."""
+        assert self.nc is not None
+        if self.leases is None or live.partition < 0:
+            return True
+        return self.nc.is_connected and self.leases.fresh(live.partition)
+
+    async def _release_held(self) -> None:
+        """After a renewal: publish, in order, what was held while the lease was in doubt."""
+        assert self.nc is not None
+        for live in [*self.sessions.values(), *self._closing_lives()]:
+            while live.held and not live.abandoned and self._may_publish(live):
+                subject, data, headers = live.held.pop(0)
+                try:
+                    await self.nc.publish(subject, data, headers=headers)
+                    self.stats.published += 1
+                except Exception as exc:
+                    live.held.insert(0, (subject, data, headers))
+                    log.warning("session %s: results still held: %s", live.session.id, exc)
+                    break
+                if not live.held:
+                    live.persisted, live.persisted_at = live.replay_seq, time.monotonic()
+
+    def _closing_lives(self) -> list[_Live]:
+        return [live for part in self._parts.values() for live in part.closing.values()]
+
     def _abandon(self, live: _Live) -> None:
         """Forget a session another replica now serves: publish nothing more for it."""
         live.abandoned = True
+        live.held.clear()
         if self.sessions.get(live.session.id) is live:
             del self.sessions[live.session.id]
         if live.pump is not None:
@@ -820,10 +853,13 @@ class Worker:
                 return  # moved to another replica; or a replayed error, published before
             # what this session has published so far travels with the message itself
             headers = {CHECKPOINT_HEADER: encode_checkpoint(self._checkpoint(live))}
+        subject = f"{self.settings.stt_output_subject}.{sid}"
+        if headers is not None and live is not None and (live.held or not self._may_publish(live)):
+            # fenced: another replica may own this session by now and publish it itself
+            live.held.append((subject, encode(message), headers))
+            return
         try:
-            await self.nc.publish(
-                f"{self.settings.stt_output_subject}.{sid}", encode(message), headers=headers
-            )
+            await self.nc.publish(subject, encode(message), headers=headers)
             if headers is not None and live is not None:
                 live.persisted, live.persisted_at = live.replay_seq, time.monotonic()
             self.stats.published += 1
@@ -850,6 +886,8 @@ class Worker:
                 await live.pump
             for message in live.on_close:
                 await self._publish(live.session.id, message, live)
+            while live.held and not live.abandoned:  # fenced results go out first
+                await asyncio.sleep(0.05)
             if self.jsx is not None and not live.abandoned and live.partition in self._parts:
                 # a replay of this partition skips the session's messages up to its close
                 mark = {"v": live.v + 1, "closed": live.handled}

@@ -151,10 +151,15 @@ async def wait_balanced(nc: NATS, replicas: int, timeout: float = 40) -> dict[st
         await asyncio.sleep(0.2)
 
 
+def pair_names(n: int) -> list[tuple[str, str]]:
+    """``n`` pairs of utterances, each pair different from its neighbours."""
+    names = [u.name for u in utterances()]
+    return [(names[i % len(names)], names[(i + 2) % len(names)]) for i in range(n)]
+
+
 def pairs(n: int) -> list[WavAudio]:
-    """``n`` two-utterance sessions of real speech, each pair different from its neighbours."""
-    us = utterances()
-    return [joined([us[i % len(us)], us[(i + 2) % len(us)]], gap_s=1.2) for i in range(n)]
+    """``n`` two-utterance sessions of real speech (see :func:`pair_names`)."""
+    return [joined([utterance(a), utterance(b)], gap_s=1.2) for a, b in pair_names(n)]
 
 
 # a short utterance, then a long one: 8.5 s after the start, every one of these sessions is in
@@ -277,9 +282,9 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
         sids = [f"js-many-{i}" for i in range(20)]
         await stream_all(nc, sids, pairs(20), speed=2.0)
         await wait_finals(collector, sids)
-        for sid in sids:
+        for sid, pair in zip(sids, pair_names(20), strict=True):
             res = collector.results(sid)
-            check_exactly_once(res, sid)
+            check_words(res, sid, pair)
             assert res.messages[-1]["type"] == "transcript"
         served = [r.sessions() & set(sids) for r in replicas]
         # each session on exactly one replica, and all three replicas served some
@@ -317,8 +322,10 @@ async def test_sigkill_mid_utterance_moves_sessions_without_loss_or_duplicates(
         await wait_finals(collector, sids)
         for sid, want in zip(sids, expected, strict=True):
             res = collector.results(sid)
-            check_exactly_once(res, sid)
-            assert words(res) == want, (sid, sid in moved, words(res), want)
+            # the same words in the same order: nothing lost, nothing said twice (how they are
+            # split into finals may vary with timing, as it does between two calm runs)
+            check_exactly_once(res, sid, expected_finals=None)
+            assert " ".join(words(res)) == " ".join(want), (sid, sid in moved, words(res), want)
         survivors = [r for r in replicas if r is not victim]
         assert all(s in set().union(*(r.sessions() for r in survivors)) for s in moved)
         assert first_after is not None and first_after < 8.0
@@ -335,8 +342,8 @@ async def test_sigkill_mid_utterance_moves_sessions_without_loss_or_duplicates(
         await wait_finals(collector, more)
         for sid, want in zip(more, expected, strict=True):
             res = collector.results(sid)
-            check_exactly_once(res, sid)
-            assert words(res) == want, (sid, words(res), want)
+            check_exactly_once(res, sid, expected_finals=None)
+            assert " ".join(words(res)) == " ".join(want), (sid, words(res), want)
 
 
 async def test_sigterm_hands_sessions_over_without_a_word_lost(
