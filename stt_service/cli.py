@@ -362,9 +362,9 @@ def cmd_partitions(args: argparse.Namespace) -> int:
 
 async def _partitions(args: argparse.Namespace) -> int:
     """JetStream mode at a glance: the audio stream, and which replica serves which partition."""
-    from nats.js.errors import NoKeysError, NotFoundError
+    from nats.js.errors import NotFoundError
 
-    from .jetstream import Layout
+    from .jetstream import Layout, lease_table, partition_of
 
     settings = _settings(args)
     layout = Layout.from_settings(settings)
@@ -393,19 +393,7 @@ async def _partitions(args: argparse.Namespace) -> int:
         transform = info.config.subject_transform
         if transform is not None and "partition(" in transform.dest:
             partitions = int(transform.dest.split("partition(", 1)[1].split(",", 1)[0])
-        owners: dict[int, str] = {}
-        replicas: list[str] = []
-        try:
-            keys = await leases.keys()
-        except NoKeysError:
-            keys = []
-        for key in keys:
-            with contextlib.suppress(NotFoundError):
-                value = ((await leases.get(key)).value or b"").decode()
-                if key.startswith("p."):
-                    owners[int(key[2:])] = value
-                elif key.startswith("w."):
-                    replicas.append(key[2:])
+        owners, alive = await lease_table(leases)
         floors: dict[int, int] = {}
         for k in range(partitions):
             with contextlib.suppress(NotFoundError):
@@ -416,17 +404,20 @@ async def _partitions(args: argparse.Namespace) -> int:
             f"messages, {st.bytes / 1e6:.1f} MB (keeps {cfg.max_age or 0:g} s / "
             f"{(cfg.max_bytes or 0) / 1024**3:.1f} GiB), {partitions} partitions"
         )
-        print(f"{len(replicas)} replica(s) alive")
-        for r in sorted(set(replicas) | set(owners.values())):
+        print(f"{len(alive)} replica(s) alive")
+        for r in sorted(alive | set(owners.values())):
             held = sorted(k for k, o in owners.items() if o == r)
             behind = sum(max(0, st.last_seq + 1 - floors.get(k, st.last_seq + 1)) for k in held)
-            alive = "" if r in replicas else " (not renewing: lease ending)"
+            ending = "" if r in alive else " (not renewing: lease ending)"
             print(
                 f"  {r}: {len(held)} partition(s) {' '.join(map(str, held)) or '-'}; "
-                f"a replay would re-read up to {behind:,} messages{alive}"
+                f"a replay would re-read up to {behind:,} messages{ending}"
             )
         free = [k for k in range(partitions) if k not in owners]
         print(f"unserved partitions: {' '.join(map(str, free)) if free else 'none'}")
+        if args.session:
+            k = partition_of(args.session, partitions)
+            print(f"session {args.session}: partition {k}, served by {owners.get(k, 'nobody')}")
         return 0 if not free else 3
     finally:
         await nc.close()
@@ -557,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         "partitions",
         help="JetStream mode: the audio stream, and which replica serves which partition",
     )
+    sp.add_argument("session", nargs="?", help="also say which replica serves this session")
     nats_opt(sp, "NATS server URL (default: $NATS_URL or nats://127.0.0.1:4222)")
     sp.set_defaults(func=cmd_partitions)
     sp = sub.add_parser(

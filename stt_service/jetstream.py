@@ -387,19 +387,27 @@ async def _ensure_bucket(
     return kv
 
 
-async def partition_owners(leases: KeyValue) -> dict[str, int]:
-    """How many partitions each replica holds now (replica id -> count), from the leases."""
+async def lease_table(leases: KeyValue) -> tuple[dict[int, str], set[str]]:
+    """The leases now: partition -> the replica holding it, and the replicas alive."""
     try:
         keys = await leases.keys()
     except NoKeysError:
-        return {}
-    owners: dict[str, int] = {}
+        return {}, set()
+    owners: dict[int, str] = {}
     for key in keys:
         if key.startswith("p."):
             with contextlib.suppress(NotFoundError):  # given up meanwhile
-                owner = ((await leases.get(key)).value or b"").decode()
-                owners[owner] = owners.get(owner, 0) + 1
-    return owners
+                owners[int(key[2:])] = ((await leases.get(key)).value or b"").decode()
+    return owners, {key[2:] for key in keys if key.startswith("w.")}
+
+
+async def partition_owners(leases: KeyValue) -> dict[str, int]:
+    """How many partitions each replica holds now (replica id -> count), from the leases."""
+    owners, _ = await lease_table(leases)
+    counts: dict[str, int] = {}
+    for owner in owners.values():
+        counts[owner] = counts.get(owner, 0) + 1
+    return counts
 
 
 class Leases:
@@ -488,22 +496,17 @@ class Leases:
                     await self._lost(k, "could not renew it in time")
         if renewed and self._on_renewed is not None:
             await self._on_renewed()  # results held while the lease was in doubt can go now
-        await asyncio.wait_for(
-            self.kv.put(f"w.{self.me}", str(len(self.owned)).encode()), self.interval
-        )
+        await asyncio.wait_for(self.kv.put(f"w.{self.me}", b"1"), self.interval)
 
     async def rebalance(self) -> None:
         """Move toward an even share of the partitions."""
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            keys = []
-        counts: dict[str, int] = {}
-        for key in keys:
-            if key.startswith("w.") and key != f"w.{self.me}":
-                with contextlib.suppress(NotFoundError, ValueError):
-                    counts[key[2:]] = int((await self.kv.get(key)).value or b"0")
-        held = {int(k[2:]) for k in keys if k.startswith("p.")}
+        # counted from the leases themselves: a replica's own count could be a cycle old
+        owners, alive = await lease_table(self.kv)
+        counts = {w: 0 for w in alive | set(owners.values()) if w != self.me}
+        for owner in owners.values():
+            if owner in counts:
+                counts[owner] += 1
+        held = set(owners)
         mine = [k for k in self.owned if k not in self._releasing]
         take, give_up = plan(self.me, counts, mine, held, self.partitions, self._load)
         for k in give_up:

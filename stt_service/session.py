@@ -592,10 +592,6 @@ class Session:
             return not self._turn_open
         return self._utt is None
 
-    @property
-    def next_utterance(self) -> int:
-        return self._next_utterance
-
     def finished_before(self, utterance: int) -> bool:
         """Every utterance begun before ``utterance`` has had its final handled."""
         return not self.config.service_endpointing or self._finished >= utterance - 1

@@ -266,7 +266,7 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
         # what an operator sees: three replicas, each with its share, none unserved
         shown = await asyncio.to_thread(
             subprocess.run,
-            [*CLI, "partitions", "--nats-url", js_server.url],
+            [*CLI, "partitions", "js-many-3", "--nats-url", js_server.url],
             capture_output=True,
             text=True,
             timeout=60,
@@ -279,6 +279,7 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
             for line in shown.stdout.splitlines()
             if "partition(s)" in line
         ) == [5, 5, 6], shown.stdout
+        serving = shown.stdout.strip().splitlines()[-1].rsplit("served by ", 1)[1]
         sids = [f"js-many-{i}" for i in range(20)]
         await stream_all(nc, sids, pairs(20), speed=2.0)
         await wait_finals(collector, sids)
@@ -286,6 +287,10 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
             res = collector.results(sid)
             check_words(res, sid, pair)
             assert res.messages[-1]["type"] == "transcript"
+        # the replica the command named is the one that served the session
+        assert [r for r in replicas if "js-many-3" in r.sessions()] == [
+            r for r in replicas if f"jetstream mode: replica {serving};" in r.log
+        ]
         served = [r.sessions() & set(sids) for r in replicas]
         # each session on exactly one replica, and all three replicas served some
         assert sum(len(s) for s in served) == 20, [sorted(s) for s in served]

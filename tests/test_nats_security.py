@@ -36,6 +36,8 @@ from stt_service.embedded import find_nats_server, free_port, wait_for_port
 from stt_service.natsconn import connect_nats, nats_options, redact_url
 from stt_service.worker import Worker
 
+from .test_cli import _wait_ready
+
 CLI = [sys.executable, "-m", "stt_service.cli"]
 INFO_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|DEBUG) ")
 PASSWORD = "pw-Gq7xZr2"
@@ -356,17 +358,7 @@ async def test_serve_with_creds_over_tls_starts_serves_and_stops(
             stderr=subprocess.STDOUT,
         )
         try:
-            assert proc.stdout is not None
-            lines: list[str] = []
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                line = await asyncio.to_thread(proc.stdout.readline)
-                if not line:
-                    break
-                lines.append(line)
-                if "listening on" in line:
-                    break
-            assert lines and "listening on" in lines[-1], "".join(lines)
+            lines = await _wait_ready(proc, 30)
             settings = load_settings(nats_url=url, **{k.lower(): v for k, v in secure.items()})
             nc = await connect_nats(settings, name="test-client")
             try:
