@@ -87,6 +87,8 @@ class RunResult:
     worker_stats: str = ""  # the worker's own summary line: chunk handling and lag percentiles
     # median end-of-speech -> final per utterance of the session audio, ms (which ones are slow)
     final_ms_by_utterance: list[float] = field(default_factory=list)
+    # the first session's finals for each utterance, joined: which words a WER figure counts
+    hypotheses: list[str] = field(default_factory=list)
 
 
 def speech_bounds(samples: np.ndarray, frame: int = 480) -> tuple[float, float]:
@@ -241,6 +243,8 @@ async def run_sessions(
         partials += p
         irqs += i
         hyps += h
+        if not result.hypotheses:
+            result.hypotheses = h
         refs += [s.reference for s in spans] * passes
         half = len(f) // 2
         first_half += f[:half]

@@ -48,6 +48,17 @@ from .vad import Endpointer, EndpointEvent, FrameClassifier
 
 log = logging.getLogger(__name__)
 
+# A finished sentence ends its utterance early only after this much quiet: frames this far below
+# the utterance's loudest voiced frame. The VAD's voicing test calls a fricative ("sh", "s", "f")
+# silence, and a decode of the pause inside "selfish" reads as a finished "...selfi."; the quiet
+# test tells them apart (the "sh" is 5-20 dB below the voice, the pause after a sentence 25+).
+QUIET_BELOW_PEAK_DB = 22.0
+QUIET_MS = 150
+# Inside an utterance, a voiced frame this far below its loudest is not the speaker going on: a
+# breath 33 dB down after "...for them" restarted speech and threw away the pause's decode. The
+# last voiced frame of "was" in 8 kHz telephone audio is 28 dB down and must still count.
+VOICE_BELOW_PEAK_DB = 30.0
+
 
 # --- actions --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -147,6 +158,9 @@ class _Utterance:
     samples: int = 0  # sent + held
     voiced_frames: int = 0
     speculated: bool = False  # decoded at a pause, with its trailing silence sent
+    peak_db: float = -120.0  # the loudest voiced frame so far
+    quiet_frames: int = 0  # consecutive frames, up to now, far below ``peak_db``
+    finished: bool = False  # the decode of this pause reads as a finished sentence
     # (frame end sample, dB, voiced) of every frame, to find the quietest cut point
     frames: list[tuple[int, float, bool]] = field(default_factory=list)
 
@@ -323,8 +337,11 @@ class Session:
         if barge_in_possible:
             self._check_interrupt(info.voiced, now, actions)
 
-        event = self._endpointer.step(info.voiced)
         utt = self._utt
+        voiced = info.voiced
+        if utt is not None and voiced and info.energy_db < utt.peak_db - VOICE_BELOW_PEAK_DB:
+            voiced = False  # far below this utterance's voice: a hum or a breath, not the speaker
+        event = self._endpointer.step(voiced)
         if utt is None:
             if event is EndpointEvent.START:
                 utt = self._begin_utterance(offset, actions)
@@ -333,14 +350,19 @@ class Session:
                 return
         assert utt is not None
         utt.samples += frame.size
-        utt.frames.append((offset + frame.size, info.energy_db, info.voiced))
-        if info.voiced:
+        utt.frames.append((offset + frame.size, info.energy_db, voiced))
+        if voiced:
             utt.voiced_frames += 1
+            utt.peak_db = max(utt.peak_db, info.energy_db)
             self._voice[utt.index] = True
             span = self._speech.setdefault(utt.index, [offset, offset])
             span[1] = offset + frame.size
-        if info.voiced or not cfg.vad_enabled:
-            utt.speculated = False
+        if info.energy_db < utt.peak_db - QUIET_BELOW_PEAK_DB:
+            utt.quiet_frames += 1
+        else:
+            utt.quiet_frames = 0
+        if voiced or not cfg.vad_enabled:
+            utt.speculated = utt.finished = False
             self._send_held(utt, actions)
             actions.append(SendAudio(frame, offset, utt.index))
         else:
@@ -351,7 +373,7 @@ class Session:
             self._send_held(utt, actions)
             utt.speculated = True
             actions.append(Speculate(utt.index))
-        elif event is EndpointEvent.END:
+        elif event is EndpointEvent.END or (utt.finished and self._quiet_since_pause(utt)):
             actions += self._end_utterance()
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
@@ -414,6 +436,11 @@ class Session:
         self._endpointer.reset()
         return actions
 
+    def _quiet_since_pause(self, utt: _Utterance) -> bool:
+        """The last ``QUIET_FRAMES`` frames were all far below the utterance's voice: silence,
+        not an unvoiced sound that the VAD's voicing test does not count as speech."""
+        return utt.quiet_frames >= max(1, QUIET_MS // self.config.frame_ms)
+
     def _cut_utterance(self, utt: _Utterance, actions: list[Action]) -> None:
         """The utterance reached STT_BUFFER_SIZE_BYTES: end it at the quietest frame of its last
         third, so no word is cut, and carry the rest into a new utterance."""
@@ -451,7 +478,11 @@ class Session:
                 and self._endpointer.paused
                 and reads_finished(ev.text)
             ):
-                return self._end_utterance()  # a finished sentence and still silent: end now
+                # a finished sentence and still no voice: end now if the pause is quiet, or as
+                # soon as it is (a fricative such as the "sh" of "selfish" is no pause)
+                utt.finished = True
+                if self._quiet_since_pause(utt):
+                    return self._end_utterance()
             return []
         actions: list[Action] = []
         if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:

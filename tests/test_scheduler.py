@@ -7,7 +7,9 @@ import time
 
 import numpy as np
 
-from stt_service.backends.utterance import Decoded, DecodeScheduler
+from stt_service.backends.base import EndpointHint, RecognitionEvent, StreamEvent, StreamParams
+from stt_service.backends.utterance import Decoded, DecodeScheduler, UtteranceStream
+from stt_service.config import load_settings
 
 NO_AUDIO = np.zeros(0, dtype=np.int16)
 
@@ -94,3 +96,85 @@ async def test_event_loop_stays_responsive_and_close_fails_pending_work() -> Non
     assert queued.done() and isinstance(queued.exception(), RuntimeError)
     late = submit(sched, "u", "late", True)
     assert late.done() and isinstance(late.exception(), RuntimeError)
+
+
+# --- one session's stream over the shared queue --------------------------------------------------
+class TimedDecoder:
+    """Partials take ``partial_s``, finals ``final_s``; records (final, samples) per call."""
+
+    def __init__(self, partial_s: float, final_s: float) -> None:
+        self.partial_s, self.final_s = partial_s, final_s
+        self.calls: list[tuple[bool, int]] = []
+
+    async def __call__(
+        self, audio: np.ndarray, language: str | None, keyterms: tuple[str, ...], final: bool
+    ) -> Decoded:
+        self.calls.append((final, audio.size))
+        await asyncio.sleep(self.final_s if final else self.partial_s)
+        return Decoded(f"{'final' if final else 'partial'} of {audio.size}.", 1.0, "en")
+
+
+class Backend:
+    """What an UtteranceStream needs of a backend, around a TimedDecoder."""
+
+    english_only = True
+
+    def __init__(self, decoder: TimedDecoder, concurrency: int = 1) -> None:
+        self.settings = load_settings(stt_partial_interval=0.05)
+        self.scheduler = DecodeScheduler(decoder, concurrency=concurrency)
+
+    def describe(self) -> str:
+        return "test decoder"
+
+    def languages(self) -> frozenset[str] | None:
+        return frozenset({"en"})
+
+
+async def next_event(stream: UtteranceStream, timeout: float = 3.0) -> StreamEvent:
+    return await asyncio.wait_for(anext(aiter(stream.events())), timeout)
+
+
+async def test_a_final_does_not_wait_for_its_sessions_partial() -> None:
+    """whisper-http decodes several requests at once: an utterance that ends while its own
+    partial is decoding gets its final as soon as the final's decode is done."""
+    decoder = TimedDecoder(partial_s=1.0, final_s=0.05)
+    backend = Backend(decoder, concurrency=2)
+    stream = UtteranceStream(backend, StreamParams("s"))
+    try:
+        stream.send_audio(np.ones(16000, np.int16), 0, 0)
+        await asyncio.sleep(0.1)
+        assert decoder.calls == [(False, 16000)]  # the partial is decoding
+        t0 = time.perf_counter()
+        stream.flush(0)
+        ev = await next_event(stream)
+        assert isinstance(ev, RecognitionEvent) and ev.is_final and ev.text == "final of 16000."
+        assert time.perf_counter() - t0 < 0.5
+    finally:
+        await stream.aclose()
+        await backend.scheduler.aclose()
+
+
+async def test_a_decoded_pause_gets_no_partial_and_is_the_final() -> None:
+    """After a pause is decoded at final quality, no partial decodes the same audio again (one
+    such decode delayed finals by 1.6 s), and the final is that decode, at once."""
+    decoder = TimedDecoder(partial_s=0.2, final_s=0.1)
+    backend = Backend(decoder)
+    stream = UtteranceStream(backend, StreamParams("s"))
+    try:
+        stream.send_audio(np.ones(16000, np.int16), 0, 0)
+        await asyncio.sleep(0.3)  # the first partial is done
+        stream.send_audio(np.zeros(4000, np.int16), 16000, 0)  # the pause's trailing silence
+        stream.speculate(0)
+        events = [await next_event(stream), await next_event(stream)]
+        hint = events[-1]
+        assert isinstance(hint, EndpointHint) and hint.text == "final of 20000."
+        await asyncio.sleep(0.3)  # a partial would be due every 0.05 s
+        assert decoder.calls == [(False, 16000), (True, 20000)]
+        t0 = time.perf_counter()
+        stream.flush(0)
+        ev = await next_event(stream)
+        assert isinstance(ev, RecognitionEvent) and ev.is_final and ev.text == "final of 20000."
+        assert time.perf_counter() - t0 < 0.05 and len(decoder.calls) == 2
+    finally:
+        await stream.aclose()
+        await backend.scheduler.aclose()

@@ -109,6 +109,14 @@ def outline(actions: list[Action]) -> list[tuple[str, int]]:
     return out
 
 
+def speech_only(samples: np.ndarray) -> np.ndarray:
+    """``samples`` from its first to its last 30 ms frame above -40 dBFS."""
+    loud = [
+        i for i in range(samples.size // 480) if rms_dbfs(samples[i * 480 : i * 480 + 480]) > -40
+    ]
+    return samples[loud[0] * 480 : (loud[-1] + 1) * 480]
+
+
 def span(actions: list[Action], utt: int) -> tuple[int, int]:
     """First and one-past-last session sample sent for an utterance; asserts it is contiguous."""
     parts = sorted(
@@ -534,7 +542,8 @@ def test_results_after_end_are_still_published() -> None:
 
 # --- (6) maximum utterance length -----------------------------------------------------------------
 def test_long_continuous_speech_is_cut_at_quiet_frames_without_losing_audio() -> None:
-    audio = np.concatenate([u.samples for u in utterances()])  # ~25 s without a pause
+    # ~23 s without a pause: each recording trimmed to its speech, so none ends the utterance
+    audio = np.concatenate([speech_only(u.samples) for u in utterances()])
     limit = 16000 * 3
     s = new_session(SessionConfig(max_utterance_samples=limit))
     rng = np.random.default_rng(5)
@@ -679,6 +688,53 @@ def test_a_hint_after_speech_resumed_is_ignored() -> None:
     assert sends(resumed)
     assert s.on_event(EndpointHint(0, "He was not an ill-disposed young man."), now) == []
     assert s.in_utterance
+
+
+def test_a_finished_reading_inside_a_fricative_waits_for_quiet() -> None:
+    """ "...rather selfish is to be...": the VAD's voicing test calls the "sh" a pause, and a
+    decode there reads "...rather selfish." The utterance must not end inside the "sh" (the
+    second half would be decoded alone and misheard); a quiet pause ends it."""
+    s = new_session(EAGER)
+    selfish = utterance("0890").samples  # "unless to be rather cold hearted and rather selfish..."
+    actions, now = feed(s, np.concatenate([silence(0.5), selfish[: int(3.45 * 16000)]]), T0, 480)
+    assert Speculate(0) in actions[-10:]  # a pause by the voicing test, 0.33 s into the "sh"
+    hint = EndpointHint(0, "Unless to be rather cold-hearted and rather selfish.")
+    assert s.on_event(hint, now) == []
+    rest, now = feed(s, selfish[int(3.45 * 16000) : int(3.9 * 16000)], now, 480)
+    assert not ends(rest) and sends(rest)  # the fricative ran on into "is": one utterance
+    assert s.in_utterance
+
+
+def test_a_finished_sentence_before_a_quiet_pause_ends_once_the_pause_is_quiet() -> None:
+    """A finished reading that arrives while the pause is still loud (breath noise 10 dB below
+    the voice) is kept: the utterance ends after 150 ms of quiet, with no second decode."""
+    s = new_session(EAGER)
+    noise = np.random.default_rng(1).normal(0, 1500, 16000 * 3 // 10).astype(np.int16)
+    audio = np.concatenate([silence(0.5), utterance("0880").samples, noise])
+    actions, now = feed(s, audio, T0, 480)
+    assert Speculate(0) in actions  # unvoiced noise: a pause for the voicing test
+    assert s.on_event(EndpointHint(0, "He was not an ill-disposed young man."), now) == []
+    quiet, _ = feed(s, silence(0.3), now, 480)
+    assert ends(quiet) == [EndUtterance(0)] and not sends(quiet)
+    end_at = next(i for i, a in enumerate(quiet) if isinstance(a, EndUtterance))
+    assert end_at <= 150 // 30  # within the first 150 ms of quiet
+
+
+def test_a_faint_voiced_frame_in_a_pause_does_not_resume_speech() -> None:
+    """0870 ends "...to do for them" and, 0.3 s later, one periodic frame 33 dB below the loudest
+    (a breath): that is not the speaker going on, so the decoded pause stays the final's audio
+    and a finished sentence ends the utterance."""
+    s = new_session(EAGER)
+    audio = np.concatenate([silence(0.5), utterance("0870").samples])
+    actions, now = feed(s, audio, T0, 480)
+    specs = [i for i, a in enumerate(actions) if isinstance(a, Speculate)]
+    assert specs and not sends(actions[specs[-1] :])  # nothing sent after the last pause
+    hint = EndpointHint(
+        0,
+        "And Mr. John Dashwood had then leisure to consider how much there "
+        "might be prudently in his power to do for them.",
+    )
+    assert ends(s.on_event(hint, now)) == [EndUtterance(0)]
 
 
 def test_eager_endpointing_off_sends_no_speculation() -> None:

@@ -260,6 +260,7 @@ class UtteranceStream:
         self._final_samples = 0  # audio of finals queued or being decoded
         # the decode started at the speaker's last pause: (utterance, samples, its result)
         self._spec: tuple[int, int, asyncio.Future[Decoded | None]] | None = None
+        self._partial: asyncio.Task[None] | None = None  # the partial being decoded
         self._wake = asyncio.Event()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name=f"utterances-{params.session_id}")
@@ -383,6 +384,9 @@ class UtteranceStream:
             return None
         if self._samples == self._decoded_samples:
             return None
+        spec = self._spec
+        if spec is not None and spec[:2] == (self._utterance, self._samples):
+            return None  # a final-quality decode of exactly this audio is already under way
         return max(0.0, self._last_partial_at + self._interval - now)
 
     async def _run(self) -> None:
@@ -399,9 +403,12 @@ class UtteranceStream:
                     continue
                 if self._closing:
                     break
-                due = self._partial_due(time.monotonic())
+                # one partial at a time, decoded beside this loop: an utterance that ends while
+                # its partial is decoding gets its final without waiting for that partial
+                due = None if self._partial is not None else self._partial_due(time.monotonic())
                 if due == 0.0:
-                    await self._decode_partial(sched, key)
+                    self._partial = asyncio.create_task(self._decode_partial(sched, key))
+                    self._partial.add_done_callback(self._partial_done)
                     continue
                 self._wake.clear()
                 if due is None:
@@ -410,7 +417,15 @@ class UtteranceStream:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), due)
         finally:
+            if self._partial is not None:
+                self._partial.cancel()
+                await asyncio.wait([self._partial])
             self._events.put_nowait(None)
+
+    def _partial_done(self, task: asyncio.Task[None]) -> None:
+        if self._partial is task:
+            self._partial = None
+        self._wake.set()  # the next partial may be due
 
     async def _decode_final(
         self, sched: DecodeScheduler, key: str, utt: int, start: int, audio: Int16Array

@@ -8,10 +8,12 @@ input to it, so a 3 s utterance costs as much as 30 s (about 250 ms of encoder t
 two cores). An utterance is at most ``STT_BUFFER_SIZE_BYTES`` long, so with
 ``WHISPER_SHORT_CONTEXT`` (the default) the encoder sees only the audio plus at least 1 s of
 padding, in 5 s steps: 4-8x less encoder work and a faster decoder (its cross-attention is
-shorter), with the same words on our test speech. A final whose decode looks wrong (a repetition
-loop, or no words from what the model takes for speech) is decoded again the standard way, with
-the full window and a temperature fallback. Several sessions' decodes run as one batch
-(``WHISPER_BATCH_SIZE``): one encoder and one decoder call for all of them.
+shorter), with the same words on our test speech. A decode is capped at a few tokens per second
+of audio, so a repetition loop costs little. A final whose decode looks wrong (a loop, or no words
+from what the model takes for speech) is decoded again with 10 s more context, then the standard
+way, with the full window and a temperature fallback; a partial that loops is dropped. Several
+sessions' decodes run as one batch (``WHISPER_BATCH_SIZE``): one encoder and one decoder call
+for all of them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CONTEXT_STEP = 500  # encoder frames (10 ms each): short windows are multiples of 5 s
 CONTEXT_MARGIN = 100  # at least 1 s of padding after the audio, so the model sees it end
+RETRY_CONTEXT = 1000  # a short-context final that loops is tried once more with 10 s more
 FULL_CONTEXT = 3000  # Whisper's 30 s window
 COMPRESSION_RATIO_LIMIT = 2.4  # above it a decode is repeating itself (faster-whisper's default)
 NO_SPEECH_LIMIT = 0.6
@@ -167,13 +170,19 @@ class WhisperLocal:
             if (mode == "all" or (mode == "partials" and not job[3]))
             and job[0].size < (FULL_CONTEXT - CONTEXT_MARGIN) * 160
         ]
-        if short:
+        # a short-context final that loops is decoded again with 10 s more context (most loops
+        # go away, at a third of the full window's cost), then the standard way
+        for extra in (0, RETRY_CONTEXT):
+            if not short:
+                break
             try:
-                decoded = self._decode_short([jobs[i] for i in short])
-                for i, one in zip(short, decoded, strict=True):
-                    results[i] = one
+                decoded = self._decode_short([jobs[i] for i in short], extra)
             except Exception:
                 log.exception("short-context decode failed; decoding with the full window")
+                break
+            for i, one in zip(short, decoded, strict=True):
+                results[i] = one
+            short = [i for i in short if results[i] is None]
         out: list[Decoded | Exception] = []
         for job, done in zip(jobs, results, strict=True):
             if done is not None:
@@ -200,7 +209,7 @@ class WhisperLocal:
             self._tokenizers[language] = tok
         return tok
 
-    def _decode_short(self, jobs: list[DecodeArgs]) -> list[Decoded | None]:
+    def _decode_short(self, jobs: list[DecodeArgs], extra: int = 0) -> list[Decoded | None]:
         """One encoder and one decoder call for all ``jobs``, on a window just long enough.
 
         None for a final whose decode looks wrong: the caller decodes it the standard way.
@@ -209,7 +218,8 @@ class WhisperLocal:
 
         model = self._model
         longest = max(job[0].size for job in jobs) // 160 + 1
-        width = min(FULL_CONTEXT, -(-(longest + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP)
+        width = -(-(longest + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP
+        width = min(FULL_CONTEXT, width + extra)
         # pad the audio, not the features: the padding then looks like the silence Whisper was
         # trained on (fewer repetition loops than zero features)
         padded = np.zeros(width * 160, np.float32)
@@ -243,12 +253,16 @@ class WhisperLocal:
         if not self._suppress:
             self._suppress = list(get_suppressed_tokens(self._tokenizer(languages[0]), [-1]))
         final = any(job[3] for job in jobs)
+        # speech has a few tokens a second: a decode far past that is a repetition loop, and
+        # letting it run to Whisper's 448 tokens costs seconds that a final may be waiting for
+        # (CTranslate2 generates at most half of max_length, as OpenAI's sample_len does)
+        cap = min(model.max_length // 2, max(token_budget(job[0].size) for job in jobs))
         generated = model.model.generate(
             encoded,
             prompts,
             beam_size=self.settings.whisper_beam_size if final else 1,
             length_penalty=1,
-            max_length=model.max_length,
+            max_length=2 * cap,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
@@ -260,14 +274,18 @@ class WhisperLocal:
             text = self._tokenizer(lang).decode(tokens).strip()
             avg_logprob = res.scores[0] * len(tokens) / (len(tokens) + 1)
             no_speech = res.no_speech_prob
+            looped = (
+                len(tokens) >= min(cap, token_budget(job[0].size))
+                or repeats(tokens)
+                or _compression_ratio(text) > COMPRESSION_RATIO_LIMIT
+            )
             # a repetition loop, or nothing at all from what the model thinks is speech
-            if job[3] and (
-                _compression_ratio(text) > COMPRESSION_RATIO_LIMIT
-                or (not text and no_speech <= NO_SPEECH_LIMIT)
-            ):
+            if job[3] and (looped or (not text and no_speech <= NO_SPEECH_LIMIT)):
                 self.fallbacks += 1
                 out.append(None)
                 continue
+            if looped:  # a partial: better none than a loop on the client's screen
+                text = ""
             combined, confidence = combine_segments([(text, no_speech, avg_logprob)])
             out.append(Decoded(combined, confidence, lang))
         return out
@@ -301,6 +319,28 @@ class WhisperLocal:
             (s.text, s.no_speech_prob, s.avg_logprob) for s in segments
         )
         return Decoded(text, confidence, getattr(info, "language", None))
+
+
+def token_budget(samples: int) -> int:
+    """The most tokens a decode of ``samples`` may produce: 10 a second (fast speech with
+    punctuation is about 6) plus 16."""
+    return 16 + 10 * samples // 16000
+
+
+def repeats(tokens: list[int]) -> bool:
+    """Whether ``tokens`` end in a loop too short for the compression ratio to notice: a run of
+    1-8 tokens three times over, at least 8 tokens in all ("He was not. He was not. He was not.",
+    "y-y-y-y-"; not "no, no, no"), or a run of 9 or more tokens twice (a sentence said again)."""
+    n = len(tokens)
+    for period in range(1, n // 2 + 1):
+        times = 3 if period <= 8 else 2
+        span = period * max(times, -(-8 // period))
+        if span > n:
+            continue
+        tail = tokens[-span:]
+        if all(tail[i] == tail[i % period] for i in range(span)):
+            return True
+    return False
 
 
 def _compression_ratio(text: str) -> float:

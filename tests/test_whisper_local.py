@@ -1,0 +1,42 @@
+"""Local Whisper's short-context decodes on the real model: loops are caught, finals recovered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from stt_service.backends.whisper_local import WhisperLocal, repeats
+from stt_service.client import word_error_rate
+from stt_service.config import load_settings
+from tests.speech import utterance
+
+
+def test_repeats_finds_loops_too_short_for_the_compression_ratio() -> None:
+    he_was_not = [1, 2, 3, 4]
+    assert repeats(he_was_not * 3 + [1, 2])  # "He was not. He was not. He was not. He was"
+    assert repeats([7, 8] * 8)  # "-y-y-y-y-y-y-y-y"
+    assert repeats(list(range(10)) * 2)  # a sentence said twice
+    assert not repeats([5, 5, 5])  # "no no no"
+    assert not repeats(list(range(20)))
+    assert not repeats([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3])
+
+
+def test_a_looping_short_context_decode_is_caught() -> None:
+    """tiny.en on 0880 cut 40 ms in, with a 5 s window, greedily loops "He was not an
+    old-s-y-y-y-y-..." (short enough to pass the compression ratio). The final is decoded again
+    with more context; the partial is dropped rather than shown."""
+    model = WhisperLocal(load_settings(whisper_short_context="all"))
+    asyncio.run(model.start())
+    u = utterance("0880")
+    audio = np.concatenate([u.samples, np.zeros(16000, np.int16)])[640 : 640 + 48000]
+
+    [final] = model._decode_batch([(audio, "en", (), True)])
+    assert not isinstance(final, Exception)
+    assert model.fallbacks == 1
+    assert word_error_rate(u.reference, final.text) <= 0.25, final.text
+    assert "y-y" not in final.text
+
+    [partial] = model._decode_batch([(audio, "en", (), False)])
+    assert not isinstance(partial, Exception)
+    assert "y-y" not in partial.text
