@@ -58,7 +58,7 @@ from stt_service.client import (  # noqa: E402
     word_error_rate,
 )
 from stt_service.embedded import EmbeddedNats  # noqa: E402
-from tests.speech import utterances  # noqa: E402
+from tests.speech import speech_bounds, utterances  # noqa: E402
 
 GAP_S = 1.5
 RATE = 16000
@@ -89,15 +89,6 @@ class RunResult:
     final_ms_by_utterance: list[float] = field(default_factory=list)
     # the first session's finals for each utterance, joined: which words a WER figure counts
     hypotheses: list[str] = field(default_factory=list)
-
-
-def speech_bounds(samples: np.ndarray, frame: int = 480) -> tuple[float, float]:
-    """First and last 30 ms frame louder than -40 dBFS: where speech starts and ends."""
-    n = samples.size // frame
-    x = samples[: n * frame].astype(np.float32).reshape(n, frame) / 32768.0
-    db = 10 * np.log10(np.mean(x * x, axis=1) + 1e-12)
-    loud = np.flatnonzero(db > -40)
-    return float(loud[0] * frame / RATE), float((loud[-1] + 1) * frame / RATE)
 
 
 def session_audio() -> tuple[WavAudio, list[Span]]:

@@ -96,3 +96,12 @@ def sox_convert(audio: WavAudio, rate: int, channels: int) -> WavAudio:
             capture_output=True,
         )
         return read_wav(dst)
+
+
+def speech_bounds(samples: np.ndarray, frame: int = 480) -> tuple[float, float]:
+    """First and last 30 ms frame louder than -40 dBFS: where speech starts and ends."""
+    n = samples.size // frame
+    x = samples[: n * frame].astype(np.float32).reshape(n, frame) / 32768.0
+    db = 10 * np.log10(np.mean(x * x, axis=1) + 1e-12)
+    loud = np.flatnonzero(db > -40)
+    return float(loud[0] * frame / 16000), float((loud[-1] + 1) * frame / 16000)

@@ -30,7 +30,16 @@ from stt_service.session import (
     Speculate,
     reads_finished,
 )
-from tests.speech import clicks, joined, silence, sox_convert, utterance, utterances, white_noise
+from tests.speech import (
+    clicks,
+    joined,
+    silence,
+    sox_convert,
+    speech_bounds,
+    utterance,
+    utterances,
+    white_noise,
+)
 
 SID = "call-7"
 MAX_CHUNK = 512 * 1024
@@ -110,11 +119,9 @@ def outline(actions: list[Action]) -> list[tuple[str, int]]:
 
 
 def speech_only(samples: np.ndarray) -> np.ndarray:
-    """``samples`` from its first to its last 30 ms frame above -40 dBFS."""
-    loud = [
-        i for i in range(samples.size // 480) if rms_dbfs(samples[i * 480 : i * 480 + 480]) > -40
-    ]
-    return samples[loud[0] * 480 : (loud[-1] + 1) * 480]
+    """``samples`` from the first to the last 30 ms frame of speech."""
+    start, end = speech_bounds(samples)
+    return samples[round(start * 16000) : round(end * 16000)]
 
 
 def span(actions: list[Action], utt: int) -> tuple[int, int]:

@@ -38,5 +38,6 @@ def test_a_looping_short_context_decode_is_caught() -> None:
     assert "y-y" not in final.text
 
     [partial] = model._decode_batch([(audio, "en", (), False)])
+    asyncio.run(model.aclose())
     assert not isinstance(partial, Exception)
     assert "y-y" not in partial.text

@@ -304,7 +304,7 @@ class UtteranceStream:
         result becomes an :class:`EndpointHint`, and the final itself if no audio follows."""
         if utterance != self._utterance or self._samples < MIN_DECODE_SAMPLES:
             return
-        if self._spec is not None and self._spec[:2] == (utterance, self._samples):
+        if self._speculating(utterance, self._samples):
             return  # already decoding exactly this
         audio = np.concatenate(self._chunks)
         self._chunks = [audio]
@@ -378,14 +378,17 @@ class UtteranceStream:
         self._decoded_samples = 0
         self._last_partial_text = ""
 
+    def _speculating(self, utterance: int, samples: int) -> bool:
+        """Whether the decode of the last pause covers exactly this audio."""
+        return self._spec is not None and self._spec[:2] == (utterance, samples)
+
     def _partial_due(self, now: float) -> float | None:
         """0 if a partial should start now, seconds to wait if one will be due, None if none."""
         if self._interval <= 0 or self._samples < MIN_DECODE_SAMPLES:
             return None
         if self._samples == self._decoded_samples:
             return None
-        spec = self._spec
-        if spec is not None and spec[:2] == (self._utterance, self._samples):
+        if self._speculating(self._utterance, self._samples):
             return None  # a final-quality decode of exactly this audio is already under way
         return max(0.0, self._last_partial_at + self._interval - now)
 
