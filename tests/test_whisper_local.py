@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
+from stt_service.backends import whisper_local
 from stt_service.backends.whisper_local import WhisperLocal, repeats
 from stt_service.client import word_error_rate
 from stt_service.config import load_settings
@@ -22,15 +24,24 @@ def test_repeats_finds_loops_too_short_for_the_compression_ratio() -> None:
     assert not repeats([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3])
 
 
-def test_a_looping_short_context_decode_is_caught() -> None:
+def test_a_final_gets_a_window_that_does_not_loop_and_a_loop_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """tiny.en on 0880 cut 40 ms in, with a 5 s window, greedily loops "He was not an
-    old-s-y-y-y-y-..." (short enough to pass the compression ratio). The final is decoded again
-    with more context; the partial is dropped rather than shown."""
+    old-s-y-y-y-y-..." (short enough to pass the compression ratio). A final gets a 10 s window
+    and no loop. With the 5 s window the loop is caught and the final decoded again with more
+    context; a partial (5 s, greedy) that loops is dropped rather than shown."""
     model = WhisperLocal(load_settings(whisper_short_context="all"))
     asyncio.run(model.start())
     u = utterance("0880")
     audio = np.concatenate([u.samples, np.zeros(16000, np.int16)])[640 : 640 + 48000]
 
+    [final] = model._decode_batch([(audio, "en", (), True)])
+    assert not isinstance(final, Exception)
+    assert model.fallbacks == 0
+    assert word_error_rate(u.reference, final.text) <= 0.25, final.text
+
+    monkeypatch.setattr(whisper_local, "FINAL_MIN_CONTEXT", 0)
     [final] = model._decode_batch([(audio, "en", (), True)])
     assert not isinstance(final, Exception)
     assert model.fallbacks == 1

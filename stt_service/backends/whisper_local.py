@@ -7,13 +7,14 @@ Short context: Whisper's encoder is built for a fixed 30 s window, and faster-wh
 input to it, so a 3 s utterance costs as much as 30 s (about 250 ms of encoder time for tiny.en on
 two cores). An utterance is at most ``STT_BUFFER_SIZE_BYTES`` long, so with
 ``WHISPER_SHORT_CONTEXT`` (the default) the encoder sees only the audio plus at least 1 s of
-padding, in 5 s steps: 4-8x less encoder work and a faster decoder (its cross-attention is
-shorter), with the same words on our test speech. A decode is capped at a few tokens per second
-of audio, so a repetition loop costs little. A final whose decode looks wrong (a loop, or no words
-from what the model takes for speech) is decoded again with 10 s more context, then the standard
-way, with the full window and a temperature fallback; a partial that loops is dropped. Several
-sessions' decodes run as one batch (``WHISPER_BATCH_SIZE``): one encoder and one decoder call
-for all of them.
+padding, in 5 s steps, and a final at least 10 s: 3-6x less encoder work and a faster decoder (its
+cross-attention is shorter), with the same words on our test speech. (With a 5 s window tiny.en
+loops on 5 of 43 finals cut at the pauses of our test speech, with 10 s on none.) A decode is
+capped at a few tokens per second of audio, so a repetition loop costs little. A final whose
+decode looks wrong (a loop, or no words from what the model takes for speech) is decoded again
+with 10 s more context, then the standard way, with the full window and a temperature fallback; a
+partial that loops is dropped. Several sessions' decodes run as one batch
+(``WHISPER_BATCH_SIZE``): one encoder and one decoder call for all of them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CONTEXT_STEP = 500  # encoder frames (10 ms each): short windows are multiples of 5 s
 CONTEXT_MARGIN = 100  # at least 1 s of padding after the audio, so the model sees it end
+FINAL_MIN_CONTEXT = 1000  # a final's window is at least 10 s: shorter ones loop more often
 RETRY_CONTEXT = 1000  # a short-context final that loops is tried once more with 10 s more
 FULL_CONTEXT = 3000  # Whisper's 30 s window
 COMPRESSION_RATIO_LIMIT = 2.4  # above it a decode is repeating itself (faster-whisper's default)
@@ -217,8 +219,11 @@ class WhisperLocal:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self._model
+        final = any(job[3] for job in jobs)
         longest = max(job[0].size for job in jobs) // 160 + 1
         width = -(-(longest + CONTEXT_MARGIN) // CONTEXT_STEP) * CONTEXT_STEP
+        if final:  # a loop costs a final its retry (twice the decode); a partial is only dropped
+            width = max(width, FINAL_MIN_CONTEXT)
         width = min(FULL_CONTEXT, width + extra)
         # pad the audio, not the features: the padding then looks like the silence Whisper was
         # trained on (fewer repetition loops than zero features)
@@ -252,7 +257,6 @@ class WhisperLocal:
             )
         if not self._suppress:
             self._suppress = list(get_suppressed_tokens(self._tokenizer(languages[0]), [-1]))
-        final = any(job[3] for job in jobs)
         # speech has a few tokens a second: a decode far past that is a repetition loop, and
         # letting it run to Whisper's 448 tokens costs seconds that a final may be waiting for
         # (CTranslate2 generates at most half of max_length, as OpenAI's sample_len does)
