@@ -7,7 +7,10 @@
 Starts an embedded ``nats-server`` and the worker (``stt-service serve``, a separate process, so
 its CPU and memory are its own), then for each N streams N concurrent sessions of real speech
 (the five LibriVox utterances, 1.5 s apart, whose speech start and end times are known) at
-real-time pace in 100 ms chunks. Every session starts ``responding``, so its first utterance
+real-time pace in 100 ms chunks. Sessions start at random within ``--spread`` seconds: within 1 s
+(the default) every session ends its sentences within a second of the others, a burst of finals
+that queue for the model; ``--spread 6`` (the utterances are 5-8 s apart) makes the sessions as
+independent of each other as separate calls are. Every session starts ``responding``, so its first utterance
 measures barge-in. Reported per N:
 
 - end of speech -> final transcript (p50/p95/p99), speech onset -> first partial, speech onset ->
@@ -192,7 +195,7 @@ def score(
 
 
 async def run_sessions(
-    nats_url: str, worker: WorkerProcess, n: int, passes: int, lag_limit: float
+    nats_url: str, worker: WorkerProcess, n: int, passes: int, lag_limit: float, spread: float
 ) -> RunResult:
     audio, spans = session_audio()
     period = len(audio.pcm) / 2 / RATE
@@ -204,7 +207,7 @@ async def run_sessions(
     timings = {f"bench-{n}-{i}": StreamTiming() for i in range(n)}
 
     async def one(sid: str) -> None:
-        await asyncio.sleep(random.uniform(0, 1.0))  # not all in lockstep
+        await asyncio.sleep(random.uniform(0, spread))  # not all in lockstep
         await stream_audio(nc, sid, audio, speed=1.0, state="responding", timing=timings[sid])
 
     cpu0, t0 = worker.cpu_seconds(), time.monotonic()
@@ -285,6 +288,14 @@ async def main() -> None:
     ap.add_argument("--sessions", default="1,2,4", help="comma-separated concurrency levels")
     ap.add_argument("--passes", type=int, default=1, help="times each session repeats the audio")
     ap.add_argument("--lag-limit", type=float, default=2.0, help="seconds: slower is not real time")
+    ap.add_argument(
+        "--spread",
+        type=float,
+        default=1.0,
+        help="seconds over which session starts are spread at random: 1 ends every session's "
+        "sentences within a second of each other (a burst of finals); 6 (its utterances are 5-8 s "
+        "apart) makes sessions independent of each other, as separate calls are",
+    )
     ap.add_argument("--out", default="bench/results", help="where the JSON goes")
     ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="a worker setting"
@@ -301,6 +312,7 @@ async def main() -> None:
     env = dict(kv.split("=", 1) for kv in args.env)
     if env:
         print(f"worker settings: {env}", flush=True)
+    print(f"session starts spread over {args.spread:g} s", flush=True)
     runs: list[RunResult] = []
     with EmbeddedNats() as nats:
         for n in levels:
@@ -309,7 +321,9 @@ async def main() -> None:
                 if not worker.ready.wait(120):
                     raise SystemExit("the worker did not start within 120 s")
                 print(f"streaming {n} session(s) at real-time pace ...", flush=True)
-                r = await run_sessions(nats.url, worker, n, args.passes, args.lag_limit)
+                r = await run_sessions(
+                    nats.url, worker, n, args.passes, args.lag_limit, args.spread
+                )
             finally:
                 worker.stop()
             r.worker_stats = worker.stats
@@ -325,6 +339,7 @@ async def main() -> None:
                 "machine": machine,
                 "label": args.label,
                 "settings": env,
+                "spread_s": args.spread,
                 "offline": baseline,
                 "runs": [asdict(r) for r in runs],
             },
