@@ -10,8 +10,8 @@ its CPU and memory are its own), then for each N streams N concurrent sessions o
 real-time pace in 100 ms chunks. Sessions start at random within ``--spread`` seconds: within 1 s
 (the default) every session ends its sentences within a second of the others, a burst of finals
 that queue for the model; ``--spread 6`` (the utterances are 5-8 s apart) makes the sessions as
-independent of each other as separate calls are. Every session starts ``responding``, so its first utterance
-measures barge-in. Reported per N:
+independent of each other as separate calls are. Every session starts ``responding``, so its
+first utterance measures barge-in. Reported per N:
 
 - end of speech -> final transcript (p50/p95/p99), speech onset -> first partial, speech onset ->
   interrupt; "real time" when no result waits longer than ``--lag-limit`` and latency does not

@@ -241,10 +241,12 @@ def stream_all(
 
 
 def check_words(res: SessionResults, sid: str, pair: tuple[str, str]) -> None:
-    """Every word of the session's two utterances, once (the finals may split differently)."""
+    """Every word of the session's two utterances, once (the finals may split differently).
+    A lost or repeated utterance is 8 words or more, half the pair; tiny.en's own misreadings
+    ("ill-disposed" as "old-s-posed" is 3 of 16 words) stay under a quarter."""
     check_exactly_once(res, sid, expected_finals=None)
     said = f"{utterance(pair[0]).reference} {utterance(pair[1]).reference}"
-    assert word_error_rate(said, " ".join(words(res))) <= 0.15, (sid, words(res))
+    assert word_error_rate(said, " ".join(words(res))) <= 0.25, (sid, words(res))
 
 
 async def wait_finals(
