@@ -1,7 +1,8 @@
 """Local Whisper (faster-whisper / CTranslate2): one model for every session.
 
 Utterance handling is shared with the HTTP backend (:mod:`.utterance`); this module loads the model
-and decodes on one inference thread, off the event loop.
+and decodes off the event loop, ``WHISPER_WORKERS`` decodes at once on threads that share the
+model's weights.
 
 Short context: Whisper's encoder is built for a fixed 30 s window, and faster-whisper pads every
 input to it, so a 3 s utterance costs as much as 30 s (about 250 ms of encoder time for tiny.en on
@@ -79,7 +80,15 @@ class WhisperLocal:
         )
         self._model: Any = None
         self._scheduler: DecodeScheduler | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisper")
+        # on CPU, several one-thread decodes at once beat one decode on several threads: on two
+        # cores a pause-cut final takes 86 ms on one thread and 144 ms on two, and two at once
+        # (one thread each) decode 2.3x as many (bench/finals.py --workers)
+        cores = os.cpu_count() or 1
+        self.threads = settings.whisper_cpu_threads or max(1, cores // 4)
+        self.workers = settings.whisper_workers or (
+            1 if self.device == "cuda" else max(1, cores // self.threads)
+        )
+        self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="whisper")
         self.english_only = False
         self.batch_size = settings.whisper_batch_size or (8 if self.device == "cuda" else 1)
         self.short_context: Literal["off", "partials", "all"] = settings.whisper_short_context
@@ -94,10 +103,14 @@ class WhisperLocal:
             raise RuntimeError(
                 f"the 'whisper' backend needs faster-whisper: install stt-service[local] ({exc})"
             ) from None
-        threads = self.settings.whisper_cpu_threads or (os.cpu_count() or 1)
         t0 = time.perf_counter()
         log.info(
-            "loading Whisper model %s on %s (%s)", self.model_name, self.device, self.compute_type
+            "loading Whisper model %s on %s (%s; %d decode(s) at once, %d thread(s) each)",
+            self.model_name,
+            self.device,
+            self.compute_type,
+            self.workers,
+            self.threads,
         )
         try:
             self._model = await asyncio.to_thread(
@@ -105,7 +118,8 @@ class WhisperLocal:
                 self.model_name,
                 device=self.device,
                 compute_type=self.compute_type,
-                cpu_threads=threads,
+                cpu_threads=self.threads,
+                num_workers=self.workers,
             )
         except Exception as exc:
             raise RuntimeError(
@@ -115,13 +129,16 @@ class WhisperLocal:
         log.info("model loaded in %.1f s", time.perf_counter() - t0)
         self._scheduler = DecodeScheduler(
             self._decode_off_loop,
-            concurrency=1,
+            concurrency=self.workers,
             name="whisper",
             batch=self._decode_batch_off_loop,
             max_batch=self.batch_size,
         )
-        # one warm-up decode so the first session does not pay for lazy initialisation
-        await self._decode_off_loop(np.zeros(TARGET_RATE // 2, np.int16), None, (), False)
+        # a warm-up decode per worker so the first sessions do not pay for lazy initialisation
+        silence = np.zeros(TARGET_RATE // 2, np.int16)
+        await asyncio.gather(
+            *(self._decode_off_loop(silence, None, (), False) for _ in range(self.workers))
+        )
 
     def ready(self) -> bool:
         return self._scheduler is not None
