@@ -81,8 +81,8 @@ class WhisperLocal:
         self._model: Any = None
         self._scheduler: DecodeScheduler | None = None
         # on CPU, several one-thread decodes at once beat one decode on several threads: on two
-        # cores a pause-cut final takes 86 ms on one thread and 144 ms on two, and two at once
-        # (one thread each) decode 2.3x as many (bench/finals.py --workers)
+        # cores a pause-cut final takes about 90 ms on one thread and 110-120 ms on two, and two
+        # at once (one thread each) finish 1.6-1.8x as many (bench/finals.py --parallel)
         cores = os.cpu_count() or 1
         self.threads = settings.whisper_cpu_threads or max(1, cores // 4)
         self.workers = settings.whisper_workers or (
