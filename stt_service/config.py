@@ -95,14 +95,18 @@ class Settings(BaseSettings):
     )
     whisper_beam_size: int = Field(1, ge=1, le=10, description="beam size of final decodes")
     whisper_cpu_threads: int = Field(
-        0, ge=0, le=256, description="CPU threads per decode; 0: a quarter of the cores, at least 1"
+        0,
+        ge=0,
+        le=256,
+        description="CPU threads per decode; 0: a quarter of the CPUs (a container's CPU limit "
+        "counts), at least 1",
     )
     whisper_workers: int = Field(
         0,
         ge=0,
         le=64,
         description="decodes that run at once (they share one copy of the model); 0: on CPU the "
-        "cores over WHISPER_CPU_THREADS, on a GPU 1 (it batches instead)",
+        "CPUs over WHISPER_CPU_THREADS, on a GPU 1 (it batches instead)",
     )
     whisper_short_context: Literal["off", "partials", "all"] = Field(
         "all",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from stt_service.backends import whisper_local
-from stt_service.backends.whisper_local import WhisperLocal, repeats
+from stt_service.backends.whisper_local import WhisperLocal, repeats, usable_cpus
 from stt_service.client import word_error_rate
 from stt_service.config import load_settings
 from tests.speech import utterance
@@ -52,3 +54,18 @@ def test_a_final_gets_a_window_that_does_not_loop_and_a_loop_is_caught(
     asyncio.run(model.aclose())
     assert not isinstance(partial, Exception)
     assert "y-y" not in partial.text
+
+
+def test_decode_threads_follow_a_container_cpu_limit(tmp_path: Path) -> None:
+    """A pod's CPU limit (cgroup v2 cpu.max) caps the CPUs the model's threads are sized for."""
+    cpu_max = tmp_path / "cpu.max"
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path / "missing") == affinity
+    cpu_max.write_text("max 100000\n")
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("50000 100000\n")  # half a CPU: still one thread
+    assert usable_cpus(cpu_max) == 1
+    cpu_max.write_text(f"{affinity * 100000 + 1} 100000\n")  # more than this machine has
+    assert usable_cpus(cpu_max) == affinity
+    cpu_max.write_text("garbage")
+    assert usable_cpus(cpu_max) == affinity

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -83,7 +85,7 @@ class WhisperLocal:
         # on CPU, several one-thread decodes at once beat one decode on several threads: on two
         # cores a pause-cut final takes about 90 ms on one thread and 110-120 ms on two, and two
         # at once (one thread each) finish 1.6-1.8x as many (bench/finals.py --parallel)
-        cores = os.cpu_count() or 1
+        cores = usable_cpus()
         self.threads = settings.whisper_cpu_threads or max(1, cores // 4)
         self.workers = settings.whisper_workers or (
             1 if self.device == "cuda" else max(1, cores // self.threads)
@@ -340,6 +342,23 @@ class WhisperLocal:
             (s.text, s.no_speech_prob, s.avg_logprob) for s in segments
         )
         return Decoded(text, confidence, getattr(info, "language", None))
+
+
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's CPU limit, which ``os.cpu_count()`` does not see: a pod limited to 2 CPUs on a
+    64-core node would otherwise start 64 threads)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return max(1, cpus)
 
 
 def token_budget(samples: int) -> int:
