@@ -571,7 +571,10 @@ class Worker:
         live.replay_seq = live.persisted = int(ckpt["replay"])
         live.snap = snap
         live.handled = live.quiet_until = int(ckpt.get("handled") or 0)
-        live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
+        # an id reused right after its 'end': the earlier session's last finals go out first
+        # (decodes run side by side, so the new session's could otherwise finish sooner)
+        prior = [t for t in self._closing if t.get_name() == f"close-{sid}"]
+        live.pump = asyncio.create_task(self._pump(live, prior), name=f"pump-{sid}")
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
         self.tel.resumed.add(1, self.tel.attrs)
@@ -793,7 +796,10 @@ class Worker:
             live.partition = partition
             live.replay_seq = live.persisted = live.handled = seq
             live.snap = session.snapshot()
-        live.pump = asyncio.create_task(self._pump(live), name=f"pump-{sid}")
+        # an id reused right after its 'end': the earlier session's last finals go out first
+        # (decodes run side by side, so the new session's could otherwise finish sooner)
+        prior = [t for t in self._closing if t.get_name() == f"close-{sid}"]
+        live.pump = asyncio.create_task(self._pump(live, prior), name=f"pump-{sid}")
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
         log.info("session %s opened (%d live)", sid, len(self.sessions))
@@ -912,8 +918,10 @@ class Worker:
             s.interrupts,
         )
 
-    async def _pump(self, live: _Live) -> None:
+    async def _pump(self, live: _Live, after: list[asyncio.Task[None]] | None = None) -> None:
         bind_session(live.session.id, live.trace.span)
+        if after:
+            await asyncio.wait(after)
         try:
             async for event in live.stream.events():
                 if isinstance(event, RecognitionError):

@@ -296,6 +296,7 @@ async def test_twenty_sessions_on_three_replicas_are_each_transcribed_once(
         served = [r.sessions() & set(sids) for r in replicas]
         # why a session moved, if one did: partitions taken, given up or lost, and resumptions
         moves = [ln for r in replicas for ln in r.lines if "partition" in ln or "resumed" in ln]
+        print("\n".join(moves))  # shown in full when the test fails
         # each session on exactly one replica, and all three replicas served some
         assert sum(len(s) for s in served) == 20, ([sorted(s) for s in served], moves)
         assert all(served), [sorted(s) for s in served]

@@ -313,3 +313,19 @@ async def test_a_language_the_model_does_not_know_is_reported_not_fatal(service)
     assert error["code"] == "invalid_field" and "de-DE" in error["message"]
     assert len(res.finals) == 1
     assert wer(u.reference, res.text) <= 0.1
+
+
+async def test_a_reused_id_gets_the_earlier_sessions_finals_first(service) -> None:
+    """'end' then a new 'start' under the same id, both at once: two decodes run side by side
+    (WHISPER_WORKERS), and the second session's short utterance decodes faster than the first's
+    long one. The client still gets the first session's finals first: it cannot tell the two
+    sessions apart otherwise."""
+    first, second = [utterance("0870"), utterance("0890")], utterance("0920")
+    async with service(whisper_workers=2) as h:
+        await h.stream("reuse-order", joined(first, gap_s=0.2), speed=0, wait=False)
+        await h.stream("reuse-order", joined([second]), speed=0, wait=False)
+        await h.wait_closed("reuse-order")
+    finals = [m["transcript"] for m in h.results("reuse-order").finals]
+    said = " ".join(u.reference for u in first)
+    assert wer(said, " ".join(finals[:-1])) <= 0.15, finals
+    assert wer(second.reference, finals[-1]) <= 0.15, finals
