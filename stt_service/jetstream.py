@@ -482,9 +482,14 @@ class Leases:
         renewed = False
         for k, rev in list(self.owned.items()):
             try:
-                new = await asyncio.wait_for(
-                    self.kv.update(f"p.{k}", self.me.encode(), last=rev), self.interval
-                )
+                try:
+                    new = await asyncio.wait_for(
+                        self.kv.update(f"p.{k}", self.me.encode(), last=rev), self.interval
+                    )
+                except KeyWrongLastSequenceError:
+                    # an earlier renewal that timed out here may have reached the server: if the
+                    # lease is still ours, carry on from its revision instead of dropping it
+                    new = await asyncio.wait_for(self._still_mine(k), self.interval)
                 if k in self.owned:
                     self.owned[k] = new
                     self._renewed[k] = time.monotonic()
@@ -497,6 +502,14 @@ class Leases:
         if renewed and self._on_renewed is not None:
             await self._on_renewed()  # results held while the lease was in doubt can go now
         await asyncio.wait_for(self.kv.put(f"w.{self.me}", b"1"), self.interval)
+
+    async def _still_mine(self, k: int) -> int:
+        """Renew partition ``k``'s lease from its current revision if this replica still holds
+        it; KeyWrongLastSequenceError if another one does."""
+        entry = await self.kv.get(f"p.{k}")
+        if entry.value != self.me.encode() or entry.revision is None:
+            raise KeyWrongLastSequenceError()
+        return await self.kv.update(f"p.{k}", self.me.encode(), last=entry.revision)
 
     async def rebalance(self) -> None:
         """Move toward an even share of the partitions."""

@@ -568,3 +568,43 @@ async def test_the_documented_permissions_are_enough(tmp_path: Path) -> None:
         server.wait(10)
     assert "ermissions violation" not in replica.log, replica.log
     assert word_error_rate(utterance("0930").reference, collector.results("perm-1").text) <= 0.15
+
+
+async def test_a_renewal_that_timed_out_but_landed_keeps_the_lease(
+    js_server: JetStreamServer,
+) -> None:
+    """Under load a lease renewal can time out here yet reach the server. The next renewal then
+    names a stale revision; the replica must see the lease is still its own and keep the
+    partition, not drop it (which moved sessions between replicas of a balanced cluster). A lease
+    another replica holds is still given up."""
+    from nats.js.api import KeyValueConfig
+
+    from stt_service.jetstream import Leases
+
+    nc = await nats.connect(js_server.url)
+    try:
+        kv = await nc.jetstream().create_key_value(KeyValueConfig(bucket="renewals", ttl=3.0))
+        lost: list[int] = []
+
+        async def nothing(k: int) -> None:
+            pass
+
+        async def release(k: int, handoff: bool) -> None:
+            lost.append(k)
+
+        leases = Leases(kv, 4, 3.0, nothing, release, lambda k: (0, 0), me="replica-a")
+        await leases.rebalance()  # alone: takes all four
+        assert sorted(leases.owned) == [0, 1, 2, 3]
+
+        # partition 0: a renewal that "timed out" landed after all
+        landed = await kv.update("p.0", b"replica-a", last=leases.owned[0])
+        # partition 1: another replica holds it now
+        await kv.delete("p.1")
+        await kv.create("p.1", b"replica-b")
+        await leases.renew()
+        assert lost == [1]
+        assert sorted(leases.owned) == [0, 2, 3]
+        assert leases.owned[0] > landed and leases.fresh(0)
+        assert (await kv.get("p.0")).value == b"replica-a"
+    finally:
+        await nc.close()
