@@ -81,6 +81,7 @@ async def windows(audio: list[tuple[np.ndarray, str | None]], least: list[int]) 
     print(f"{backend.describe()}: {len(audio)} finals cut at pauses and ends")
     print("| least window | finals that looped | mean decode ms | worst ms | WER, uncut |")
     print("| --- | --- | --- | --- | --- |")
+    default = whisper_local.FINAL_MIN_CONTEXT
     for window in least:
         whisper_local.FINAL_MIN_CONTEXT = window
         loops0 = backend.fallbacks
@@ -101,6 +102,7 @@ async def windows(audio: list[tuple[np.ndarray, str | None]], least: list[int]) 
             f"{np.mean(took) * 1000:.0f} | {max(took) * 1000:.0f} | {wer:.1%} |",
             flush=True,
         )
+    whisper_local.FINAL_MIN_CONTEXT = default  # --parallel measures the service's own
     await backend.aclose()
 
 

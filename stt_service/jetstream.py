@@ -38,6 +38,7 @@ import socket
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -404,10 +405,7 @@ async def lease_table(leases: KeyValue) -> tuple[dict[int, str], set[str]]:
 async def partition_owners(leases: KeyValue) -> dict[str, int]:
     """How many partitions each replica holds now (replica id -> count), from the leases."""
     owners, _ = await lease_table(leases)
-    counts: dict[str, int] = {}
-    for owner in owners.values():
-        counts[owner] = counts.get(owner, 0) + 1
-    return counts
+    return dict(Counter(owners.values()))
 
 
 class Leases:

@@ -284,7 +284,10 @@ class Worker:
 
     def is_closing(self, sid: str | None = None) -> bool:
         """Whether a session (any, without ``sid``) is still publishing its last results."""
-        return any(sid is None or t.get_name() == f"close-{sid}" for t in self._closing)
+        return bool(self._closing if sid is None else self._closing_tasks(sid))
+
+    def _closing_tasks(self, sid: str) -> list[asyncio.Task[None]]:
+        return [t for t in self._closing if t.get_name() == f"close-{sid}"]
 
     async def wait_closed(self) -> None:
         """Until every closing session has published its last results."""
@@ -571,10 +574,7 @@ class Worker:
         live.replay_seq = live.persisted = int(ckpt["replay"])
         live.snap = snap
         live.handled = live.quiet_until = int(ckpt.get("handled") or 0)
-        # an id reused right after its 'end': the earlier session's last finals go out first
-        # (decodes run side by side, so the new session's could otherwise finish sooner)
-        prior = [t for t in self._closing if t.get_name() == f"close-{sid}"]
-        live.pump = asyncio.create_task(self._pump(live, prior), name=f"pump-{sid}")
+        live.pump = self._start_pump(live)
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
         self.tel.resumed.add(1, self.tel.attrs)
@@ -796,10 +796,7 @@ class Worker:
             live.partition = partition
             live.replay_seq = live.persisted = live.handled = seq
             live.snap = session.snapshot()
-        # an id reused right after its 'end': the earlier session's last finals go out first
-        # (decodes run side by side, so the new session's could otherwise finish sooner)
-        prior = [t for t in self._closing if t.get_name() == f"close-{sid}"]
-        live.pump = asyncio.create_task(self._pump(live, prior), name=f"pump-{sid}")
+        live.pump = self._start_pump(live)
         self.sessions[sid] = live
         self.stats.sessions_opened += 1
         log.info("session %s opened (%d live)", sid, len(self.sessions))
@@ -918,7 +915,14 @@ class Worker:
             s.interrupts,
         )
 
-    async def _pump(self, live: _Live, after: list[asyncio.Task[None]] | None = None) -> None:
+    def _start_pump(self, live: _Live) -> asyncio.Task[None]:
+        """The task that publishes a session's recognition events. An id reused right after its
+        'end' publishes only once the earlier session's last finals are out: decodes run side by
+        side, so the new session's could otherwise finish sooner."""
+        sid = live.session.id
+        return asyncio.create_task(self._pump(live, self._closing_tasks(sid)), name=f"pump-{sid}")
+
+    async def _pump(self, live: _Live, after: list[asyncio.Task[None]]) -> None:
         bind_session(live.session.id, live.trace.span)
         if after:
             await asyncio.wait(after)

@@ -233,7 +233,7 @@ class WhisperLocal:
     def _decode_short(self, jobs: list[DecodeArgs], extra: int = 0) -> list[Decoded | None]:
         """One encoder and one decoder call for all ``jobs``, on a window just long enough.
 
-        None for a final whose decode looks wrong: the caller decodes it the standard way.
+        None for a final whose decode looks wrong: the caller decodes it again, with more context.
         """
         from faster_whisper.transcribe import get_suppressed_tokens
 
