@@ -720,8 +720,8 @@ class Worker:
             heard = live.session.samples_heard
             await self._execute(live, live.session.handle(parsed, now))
             if isinstance(parsed, Chunk):
-                self.tel.chunks.add(1, self.tel.attrs)
-                self.tel.audio.add((live.session.samples_heard - heard) / 16000, self.tel.attrs)
+                self.tel.chunks_received += 1
+                self.tel.audio_received += (live.session.samples_heard - heard) / 16000
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
                     self.stats.chunk_lag.add(time.time() - parsed.timestamp)
