@@ -166,14 +166,15 @@ def msgpath_panel(ax: Axes, data: dict[str, Any]) -> None:
     ax.axhline(limit, color="red", linestyle="--", linewidth=1, label=f"{limit:g} ms bar")
     session_axis(ax, counts)
     worker = data.get("worker_ceiling") or {}
-    if worker.get("msgs_per_s"):
-        at = worker["msgs_per_s"] / CHUNKS_PER_SESSION_S
+    accepted = worker.get("accepted_per_s") or worker.get("msgs_per_s")  # older files: taken
+    if accepted:
+        at = accepted / CHUNKS_PER_SESSION_S
         ax.axvline(
             at,
             color="grey",
             linestyle="-.",
             linewidth=1,
-            label=f"worker ceiling: {worker['msgs_per_s']} chunks/s ≈ {at:.0f} sessions",
+            label=f"worker ceiling: {accepted} chunks/s ≈ {at:.0f} sessions",
         )
         lo, hi = ax.get_xlim()
         ax.set_xlim(min(lo, at * 0.8), max(hi, at * 1.2))

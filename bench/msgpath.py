@@ -19,16 +19,20 @@ own (read from ``/proc``):
    the emulator, as below) with ``--saturate-sessions`` open sessions. The acknowledgement is
    the worker's own answer to an ``end`` for a session that was never started, sent after every
    few hundred chunks: it handles one subscription in order, so the answer means everything
-   before it was handled. Chunks handled per second, against the bare subscriber's.
+   before it was handled. The worker refuses a chunk (``backend_overloaded``, cheaply) while
+   that session's audio waits for the recognizer, and saturated it does refuse many: the
+   ceiling is the chunks it *accepted* per second, against the bare subscriber's, with the
+   chunks it took (accepted or refused) beside it.
 3. **Service path** (baseline c): per ``--sessions`` level, a fresh SageMaker emulator serving the
    Deepgram Flux emulator (no model delay: it answers each audio frame at once; it has no other
    mode, and its per-frame loudness analysis is left as it is), and a fresh worker
    (``stt-service serve``, ``STT_BACKEND=flux``) that reaches it through the real AWS SDK
    (HTTP/2, TLS with the emulator's throwaway CA). Publisher processes drive N real-time sessions
    on one shared clock: ``start``, then a 100 ms chunk of looped LibriVox speech every 100 ms
-   (session i offset by i/N of 100 ms, so starts are staggered over the first 100 ms), then
-   ``end``. A probe like the one above says when the worker has handled the backlog (if any);
-   then the worker is stopped with SIGTERM and its ``worker stats:`` log line gives chunk
+   (session i offset by i/N of 100 ms, so starts are staggered over the first 100 ms; with
+   ``--ramp R`` the starts also spread over R seconds, N/R sessions a second), then ``end``.
+   A probe like the one above says when the worker has handled the backlog (if any); then the
+   worker is stopped with SIGTERM and its ``worker stats:`` log line gives chunk
    handling time and chunk lag (handled minus the chunk's client ``timestamp``) percentiles, and
    the messages it took: chunks published minus chunks handled is what was dropped. The results
    published on ``ai.voice.transcription.*`` are counted by type (``error`` by code), and the
@@ -289,11 +293,21 @@ async def role_publish(args: argparse.Namespace) -> None:
     offsets = [(i * 37) % len(chunks) for i in range(args.first, args.first + args.sessions)]
     per_session = round(args.duration / CHUNK_S)
     period = CHUNK_S / args.speed
-    # session i's chunk k is due at t0 + (k + i/total) * period, so the k-major order is also
-    # the time order
+    # session i of N sends at phase i/N of each chunk period (so the chunks of all sessions
+    # are spread evenly over every period) and starts in period floor(ramp/period * i/N), so
+    # the starts spread over the ramp; its chunk k is due k periods after its start
+    ramp = max(args.ramp, CHUNK_S) / args.speed
     start = time.monotonic() + (args.t0 - time.time())
     n = args.sessions
     total = n * per_session
+
+    def first_due(i: int) -> float:
+        share = i / args.total
+        return (share + int(share * ramp / period)) * period
+
+    schedule = sorted(
+        (first_due(args.first + s) + k * period, k, s) for s in range(n) for k in range(per_session)
+    )
     lags: list[float] = []
     messages = 0
     await asyncio.sleep(max(0.0, start - time.monotonic()))
@@ -303,8 +317,8 @@ async def role_publish(args: argparse.Namespace) -> None:
         now = time.monotonic()
         due = now
         while j < total:
-            k, s = divmod(j, n)
-            due = start + (k + (args.first + s) / args.total) * period
+            at, k, s = schedule[j]
+            due = start + at
             if due > now:
                 break
             if k == 0:
@@ -686,12 +700,14 @@ async def run_level(
                     *("--url", nats_url, "--total", str(n), "--first", str(first)),
                     *("--sessions", str(count), "--duration", str(args.duration)),
                     *("--speed", str(args.speed), "--t0", repr(t0_epoch)),
+                    *("--ramp", str(args.ramp)),
                 )
             )
         await asyncio.sleep(max(0.0, t0_epoch - time.time()))
         print(
             f"  streaming {n} real-time session(s) of 100 ms chunks for {args.duration:g} s"
             + (f" at {args.speed:g}x" if args.speed != 1 else "")
+            + (f", starting over {args.ramp:g} s" if args.ramp > CHUNK_S else "")
             + f" from {len(publishers)} publisher process(es) ...",
             flush=True,
         )
@@ -731,7 +747,10 @@ async def run_level(
                 last = (now, w, e)
 
         watcher = asyncio.create_task(watch())
-        reports = [await p.wait_for("RESULT", args.duration / args.speed + 120) for p in publishers]
+        reports = [
+            await p.wait_for("RESULT", (args.duration + args.ramp) / args.speed + 120)
+            for p in publishers
+        ]
         elapsed = time.monotonic() - t0
         watcher.cancel()
         for c in others:
@@ -909,17 +928,25 @@ async def run_saturation(
         worker_stats_line=stats.get("line", ""),
     )
     Path(args.out).with_name("msgpath-worker-saturate.log").write_text("\n".join(worker.log))
-    if ceiling and out["msgs_per_s"]:
-        out["share_of_ceiling"] = round(out["msgs_per_s"] / ceiling["msgs_per_s"], 4)
+    # Chunks the worker took but refused (``backend_overloaded``: that session's audio was
+    # waiting for the recognizer) are answered cheaply and never reach the model: the ceiling
+    # is the chunks it accepted, the taken figure beside it
+    sent = report.get("sent") or 0
+    if handled is not None and sent and out["msgs_per_s"]:
+        out["accepted_per_s"] = round(out["msgs_per_s"] * min(handled, sent) / sent)
+        out["refused"] = sent - handled
+    if ceiling and out.get("accepted_per_s"):
+        out["share_of_ceiling"] = round(out["accepted_per_s"] / ceiling["msgs_per_s"], 4)
     print(
-        f"  worker ceiling: {out['msgs_per_s']} chunks/s handled"
+        f"  worker ceiling: {out.get('accepted_per_s')} chunks/s accepted"
         + (
             f" ({out['share_of_ceiling']:.1%} of the bare subscriber's)"
             if "share_of_ceiling" in out
             else ""
         )
-        + f", worker {out['worker_cpu_cores']} cores, emulator {out['emulator_cpu_cores']} cores; "
-        f"dropped {out['dropped']}",
+        + f"; {out['msgs_per_s']} chunks/s taken, {out.get('refused')} of them refused as "
+        f"overload; worker {out['worker_cpu_cores']} cores, emulator "
+        f"{out['emulator_cpu_cores']} cores",
         flush=True,
     )
     return out
@@ -1039,16 +1066,17 @@ def table(
         share = saturation.get("share_of_ceiling")
         lines.append(
             f"Worker ceiling ({saturation['sessions']} sessions on the emulator, chunks as fast as "
-            f"it takes them): {saturation['msgs_per_s']} chunks/s"
+            f"it takes them): {saturation.get('accepted_per_s')} chunks/s accepted"
             + (
                 f" = {share:.1%} of the bare subscriber's (bar: 50%: "
                 f"{'met' if share >= 0.5 else '**missed**'})"
                 if share is not None
                 else ""
             )
-            + f", worker {saturation['worker_cpu_cores']} cores "
+            + f"; {saturation['msgs_per_s']} chunks/s taken, {saturation.get('refused')} "
+            f"refused as overload; worker {saturation['worker_cpu_cores']} cores "
             f"({saturation['worker_msgs_per_cpu_s']} msgs per CPU-second), emulator "
-            f"{saturation['emulator_cpu_cores']} cores; dropped {saturation['dropped']}"
+            f"{saturation['emulator_cpu_cores']} cores"
         )
     if lines:
         lines.append("")
@@ -1106,6 +1134,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
                 "settings": {
                     "duration_s": args.duration,
                     "speed": args.speed,
+                    "ramp_s": args.ramp,
                     "publishers": args.publishers,
                     "lag_limit_ms": args.lag_limit * 1000,
                     "emulator_h2_streams": args.emulator_h2_streams,
@@ -1148,6 +1177,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of audio per session")
     ap.add_argument("--speed", type=float, default=1.0, help="x real time (more chunks per s)")
     ap.add_argument("--publishers", type=int, default=1, help="publisher processes")
+    ap.add_argument(
+        "--ramp",
+        type=float,
+        default=CHUNK_S,
+        help="seconds over which the sessions start (and end), evenly; the default starts "
+        "them all within one chunk period",
+    )
     ap.add_argument("--lag-limit", type=float, default=0.02, help="seconds: the p99 chunk lag bar")
     ap.add_argument(
         "--catch-up",
