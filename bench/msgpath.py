@@ -22,7 +22,9 @@ own (read from ``/proc``):
    before it was handled. The worker refuses a chunk (``backend_overloaded``, cheaply) while
    that session's audio waits for the recognizer, and saturated it does refuse many: the
    ceiling is the chunks it *accepted* per second, against the bare subscriber's, with the
-   chunks it took (accepted or refused) beside it.
+   chunks it took (accepted or refused) beside it. Accepted audio may still wait in the worker
+   (``STT_MAX_BUFFERED_AUDIO_BYTES`` per session), so over a short window this is an upper
+   bound on the rate that reaches the model.
 3. **Service path** (baseline c): per ``--sessions`` level, a fresh SageMaker emulator serving the
    Deepgram Flux emulator (no model delay: it answers each audio frame at once; it has no other
    mode, and its per-frame loudness analysis is left as it is), and a fresh worker
@@ -919,7 +921,6 @@ async def run_saturation(
     out.update(
         chunks_sent=report.get("sent"),
         chunks_handled=handled,
-        dropped=None if handled is None else report.get("sent", 0) - handled,
         chunk_handling_ms=stats.get("chunk_handling", {}),
         worker_msgs_per_cpu_s=round((stats.get("messages") or 0) / worker_cpu_s)
         if worker_cpu_s
