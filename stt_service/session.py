@@ -437,7 +437,7 @@ class Session:
         return actions
 
     def _quiet_since_pause(self, utt: _Utterance) -> bool:
-        """The last ``QUIET_FRAMES`` frames were all far below the utterance's voice: silence,
+        """The last ``QUIET_MS`` of frames were all far below the utterance's voice: silence,
         not an unvoiced sound that the VAD's voicing test does not count as speech."""
         return utt.quiet_frames >= max(1, QUIET_MS // self.config.frame_ms)
 

@@ -100,17 +100,20 @@ async def test_event_loop_stays_responsive_and_close_fails_pending_work() -> Non
 
 # --- one session's stream over the shared queue --------------------------------------------------
 class TimedDecoder:
-    """Partials take ``partial_s``, finals ``final_s``; records (final, samples) per call."""
+    """Partials take ``partial_s``, finals ``final_s``; records (final, samples) per call, and
+    whether each decode that finished was a final, in the order they finished."""
 
     def __init__(self, partial_s: float, final_s: float) -> None:
         self.partial_s, self.final_s = partial_s, final_s
         self.calls: list[tuple[bool, int]] = []
+        self.finished: list[bool] = []
 
     async def __call__(
         self, audio: np.ndarray, language: str | None, keyterms: tuple[str, ...], final: bool
     ) -> Decoded:
         self.calls.append((final, audio.size))
         await asyncio.sleep(self.final_s if final else self.partial_s)
+        self.finished.append(final)
         return Decoded(f"{'final' if final else 'partial'} of {audio.size}.", 1.0, "en")
 
 
@@ -144,11 +147,10 @@ async def test_a_final_does_not_wait_for_its_sessions_partial() -> None:
         stream.send_audio(np.ones(16000, np.int16), 0, 0)
         await asyncio.sleep(0.1)
         assert decoder.calls == [(False, 16000)]  # the partial is decoding
-        t0 = time.perf_counter()
         stream.flush(0)
         ev = await next_event(stream)
         assert isinstance(ev, RecognitionEvent) and ev.is_final and ev.text == "final of 16000."
-        assert time.perf_counter() - t0 < 0.5
+        assert decoder.finished == [True]  # published while the partial still decodes
     finally:
         await stream.aclose()
         await backend.scheduler.aclose()
@@ -170,11 +172,10 @@ async def test_a_decoded_pause_gets_no_partial_and_is_the_final() -> None:
         assert isinstance(hint, EndpointHint) and hint.text == "final of 20000."
         await asyncio.sleep(0.3)  # a partial would be due every 0.05 s
         assert decoder.calls == [(False, 16000), (True, 20000)]
-        t0 = time.perf_counter()
         stream.flush(0)
         ev = await next_event(stream)
         assert isinstance(ev, RecognitionEvent) and ev.is_final and ev.text == "final of 20000."
-        assert time.perf_counter() - t0 < 0.05 and len(decoder.calls) == 2
+        assert len(decoder.calls) == 2  # the pause's decode, not a new one
     finally:
         await stream.aclose()
         await backend.scheduler.aclose()

@@ -69,3 +69,20 @@ def test_decode_threads_follow_a_container_cpu_limit(tmp_path: Path) -> None:
     assert usable_cpus(cpu_max) == affinity
     cpu_max.write_text("garbage")
     assert usable_cpus(cpu_max) == affinity
+
+
+def test_decodes_at_once_and_threads_each_divide_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU each decode gets a quarter of the usable CPUs (at least one thread) and as many
+    decodes run at once as that fills; the settings override either. Nothing is loaded."""
+
+    def sizing(cpus: int, **settings: int) -> tuple[int, int]:
+        monkeypatch.setattr(whisper_local, "usable_cpus", lambda: cpus)
+        model = WhisperLocal(load_settings(whisper_device="cpu", **settings))
+        model._executor.shutdown()
+        return model.threads, model.workers
+
+    assert sizing(2) == (1, 2)
+    assert sizing(8) == (2, 4)
+    assert sizing(16) == (4, 4)
+    assert sizing(8, whisper_cpu_threads=1) == (1, 8)
+    assert sizing(8, whisper_workers=1) == (2, 1)
