@@ -446,6 +446,7 @@ class Leases:
         self._on_release = on_release
         self._load = load
         self._releasing: set[int] = set()
+        self._would_give = False  # the last look at the leases found partitions to give up
         self._tasks: list[asyncio.Task[None]] = []
         self._warned: set[str] = set()
 
@@ -520,6 +521,12 @@ class Leases:
         held = set(owners)
         mine = [k for k in self.owned if k not in self._releasing]
         take, give_up = plan(self.me, counts, mine, held, self.partitions, self._load)
+        # Giving a partition up moves its sessions, so it waits for a second look, half a second
+        # later: one read of the leases can come up a partition short (a balanced replica once
+        # gave one up that way, with no lease lost anywhere); a real imbalance is still there.
+        would_give_before, self._would_give = self._would_give, bool(give_up)
+        if not would_give_before:
+            give_up = []
         for k in give_up:
             await self.release(k)
         taken = []
@@ -539,12 +546,14 @@ class Leases:
             taken.append(k)
         if taken or give_up:
             log.info(
-                "partitions: took %s, gave up %s; holding %d of %d (%d replicas)",
+                "partitions: took %s, gave up %s; holding %d of %d (%d replicas; the others "
+                "hold %s)",
                 taken or "none",
                 give_up or "none",
                 len(self.owned),
                 self.partitions,
                 len(counts) + 1,
+                ", ".join(str(c) for c in sorted(counts.values())) or "none",
             )
 
     async def release(self, k: int) -> None:

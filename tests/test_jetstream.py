@@ -608,3 +608,47 @@ async def test_a_renewal_that_timed_out_but_landed_keeps_the_lease(
         assert (await kv.get("p.0")).value == b"replica-a"
     finally:
         await nc.close()
+
+
+async def test_a_balanced_replica_gives_no_partition_up_on_one_short_reading(
+    js_server: JetStreamServer,
+) -> None:
+    """Giving a partition up moves its sessions. A replica holding 6 of 16 beside two holding 5
+    gives one up only when the lease table shows another replica short twice in a row (a
+    replica that really has fewer), not on one reading that came up a lease short."""
+    from nats.js.api import KeyValueConfig
+
+    from stt_service.jetstream import Leases
+
+    nc = await nats.connect(js_server.url)
+    try:
+        kv = await nc.jetstream().create_key_value(KeyValueConfig(bucket="balance", ttl=60.0))
+        for k in range(6, 16):
+            await kv.create(f"p.{k}", b"replica-b" if k < 11 else b"replica-c")
+        for other in ("replica-b", "replica-c"):
+            await kv.put(f"w.{other}", b"1")
+        released: list[int] = []
+
+        async def nothing(k: int) -> None:
+            pass
+
+        async def release(k: int, handoff: bool) -> None:
+            released.append(k)
+
+        leases = Leases(kv, 16, 3.0, nothing, release, lambda k: (0, 0), me="replica-a")
+        await leases.rebalance()  # takes the six free partitions: 6 / 5 / 5
+        assert sorted(leases.owned) == [0, 1, 2, 3, 4, 5]
+
+        await kv.delete("p.11")  # replica-c looks short once ...
+        await leases.rebalance()
+        await kv.create("p.11", b"replica-c")  # ... and is not
+        await leases.rebalance()
+        assert released == [] and len(leases.owned) == 6
+
+        await kv.delete("p.11")  # replica-c really holds 4 now
+        await leases.rebalance()
+        assert released == []
+        await leases.rebalance()
+        assert len(released) == 1 and len(leases.owned) == 5
+    finally:
+        await nc.close()
