@@ -55,6 +55,13 @@ def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
     if kind == "interrupt":
         who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
         return f"⚡ interrupt{who}: user barged in, state -> listening"
+    if kind == "interrupt_cancelled":
+        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
+        why = {
+            "no_words": "the speech held no words",
+            "backchannel": "only a backchannel",
+        }.get(str(m.get("reason")), str(m.get("reason")))
+        return f"↩ interrupt taken back{who}: {why}, state -> responding"
     if kind == "error":
         return f"✗ error {m.get('code')}: {m.get('message')}"
     return f"? {m}"
@@ -290,8 +297,8 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
         await nc.close()
     print(f"\nsummary ({time.monotonic() - t0:.1f} s):")
     print(
-        f"{'session':<24} {'finals':>6} {'partials':>8} {'interrupts':>10} {'errors':>6} "
-        f"{'final latency p50':>18}"
+        f"{'session':<24} {'finals':>6} {'partials':>8} {'interrupts':>10} {'taken back':>10} "
+        f"{'errors':>6} {'final latency p50':>18}"
     )
     bad = 0
     for sid in ids:
@@ -301,7 +308,7 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
         bad += len(r.errors)
         print(
             f"{sid:<24} {len(r.finals):>6} {len(r.partials):>8} {len(r.interrupts):>10} "
-            f"{len(r.errors):>6} {p50:>18}"
+            f"{len(r.cancelled_interrupts):>10} {len(r.errors):>6} {p50:>18}"
         )
     return 1 if bad else 0
 
@@ -538,7 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--count", type=int, default=0, help="exit after N messages")
     sp.add_argument("--duration", type=float, default=0, help="exit after S seconds")
     sp.add_argument(
-        "--finals", action="store_true", help="skip partials: finals, interrupts and errors only"
+        "--finals",
+        action="store_true",
+        help="skip partials: finals, interrupts (and those taken back) and errors only",
     )
     sp.add_argument(
         "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)

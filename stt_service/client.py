@@ -53,6 +53,10 @@ class SessionResults:
         return self.of_type("interrupt")
 
     @property
+    def cancelled_interrupts(self) -> list[dict[str, Any]]:
+        return self.of_type("interrupt_cancelled")
+
+    @property
     def text(self) -> str:
         return " ".join(m["transcript"] for m in self.finals)
 

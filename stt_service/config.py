@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .bargein import DEFAULT_BACKCHANNELS
+
 BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
 IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http", "flux", "nova"})
 DEEPGRAM_BACKENDS: frozenset[str] = frozenset({"flux", "nova"})
@@ -199,11 +201,53 @@ class Settings(BaseSettings):
     stt_enable_vad: bool = Field(
         True, description="segment utterances with voice activity detection"
     )
-    stt_vad_aggressiveness: int = Field(2, ge=0, le=3, description="webrtcvad aggressiveness 0-3")
-    stt_vad_frame_ms: Literal[10, 20, 30] = Field(30, description="VAD frame length in ms")
+    stt_vad: Literal["silero", "webrtc"] = Field(
+        "silero",
+        description="voice detector: silero (Silero VAD v6, a neural network: noise, hum and music "
+        "are not speech) or webrtc (webrtcvad, an energy floor and a pitch test: the detector "
+        "before it)",
+    )
+    stt_vad_threshold: float = Field(
+        0.5,
+        ge=0.05,
+        le=0.95,
+        description="silero: speech probability from which a 32 ms frame is voiced",
+    )
+    stt_vad_batch_ms: float = Field(
+        10.0,
+        ge=0.0,
+        le=100.0,
+        description="silero: milliseconds the worker gathers sessions' frames into one network "
+        "call (cheaper per frame, adds up to this much latency); 0: each chunk at once",
+    )
+    stt_vad_aggressiveness: int = Field(
+        2, ge=0, le=3, description="webrtcvad aggressiveness 0-3 (webrtc; for silero, its gate)"
+    )
+    stt_vad_frame_ms: Literal[10, 20, 30] = Field(
+        30, description="VAD frame length in ms (webrtc; silero's frames are 32 ms)"
+    )
     stt_enable_interrupt_detection: bool = Field(True, description="publish barge-in interrupts")
     stt_interrupt_min_speech_ms: int = Field(
         150, ge=30, le=5000, description="voiced speech while responding before an interrupt fires"
+    )
+    stt_interrupt_min_words: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="0: interrupt as soon as voice is heard; N: only once the recognizer has "
+        "heard N words that are not backchannels",
+    )
+    stt_false_interrupt_timeout: float = Field(
+        2.0,
+        ge=0.0,
+        le=30.0,
+        description="seconds after an interrupt within which it is taken back "
+        "(interrupt_cancelled) if its speech held no words or only backchannels; 0: never",
+    )
+    stt_backchannel_words: str = Field(
+        ",".join(DEFAULT_BACKCHANNELS),
+        description="comma-separated backchannels: speech of only these does not interrupt "
+        "(with STT_INTERRUPT_MIN_WORDS) or is taken back",
     )
     stt_eager_endpoint: float = Field(
         0.25,

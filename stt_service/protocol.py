@@ -279,6 +279,20 @@ def interrupt_message(
     }
 
 
+def interrupt_cancelled_message(
+    *, session_id: str, timestamp: float, speaker_id: str | None, reason: str
+) -> dict[str, Any]:
+    """A false interruption taken back: the speech held no words (``no_words``) or only a
+    backchannel (``backchannel``); the session's state is ``responding`` again."""
+    return {
+        "session_id": session_id,
+        "type": "interrupt_cancelled",
+        "timestamp": timestamp,
+        "speaker_id": speaker_id,
+        "reason": reason,
+    }
+
+
 def error_message(*, session_id: str, code: str, message: str, timestamp: float) -> dict[str, Any]:
     return {
         "session_id": session_id,

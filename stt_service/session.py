@@ -28,7 +28,9 @@ from .backends.base import (
     StreamEvent,
     StreamParams,
 )
-from .config import Settings
+from .bargein import DEFAULT_BACKCHANNELS, Backchannels, BargeIn, Cancel, Decision
+from .config import Settings, comma_list
+from .endpoint import Endpointer, EndpointEvent
 from .interrupt import InterruptDetector
 from .protocol import (
     Chunk,
@@ -41,10 +43,12 @@ from .protocol import (
     State,
     StateChange,
     error_message,
+    interrupt_cancelled_message,
     interrupt_message,
     transcript_message,
 )
-from .vad import Endpointer, EndpointEvent, FrameClassifier
+from .silero import FRAME_MS, shared_model
+from .vad import FrameInfo, SileroDetector, VoiceDetector, WebrtcDetector
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +118,9 @@ Action = Publish | SendAudio | EndUtterance | Speculate | Reconfigure | Close | 
 # --- configuration shared by all sessions of a worker ---------------------------------------------
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
-    frame_ms: int = 30
+    vad: str = "silero"  # the voice detector: "silero" (32 ms frames) or "webrtc"
+    vad_threshold: float = 0.5  # silero: speech probability of a voiced frame
+    webrtc_frame_ms: int = 30
     vad_enabled: bool = True
     vad_aggressiveness: int = 2
     hangover_s: float = 0.8
@@ -126,6 +132,9 @@ class SessionConfig:
     max_utterance_samples: int = 256_000
     interrupt_enabled: bool = True
     interrupt_min_speech_ms: int = 150
+    interrupt_min_words: int = 0  # >0: the interrupt waits for this many words (not backchannels)
+    false_interrupt_timeout: float = 2.0  # an interrupt may be taken back this long after; 0: never
+    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
     idle_timeout_s: float = 60.0
     max_session_s: float = 14_400.0
     service_endpointing: bool = True  # False: the backend finds turns itself; all audio is sent
@@ -133,7 +142,9 @@ class SessionConfig:
     @classmethod
     def from_settings(cls, s: Settings, *, service_endpointing: bool = True) -> SessionConfig:
         return cls(
-            frame_ms=s.stt_vad_frame_ms,
+            vad=s.stt_vad,
+            vad_threshold=s.stt_vad_threshold,
+            webrtc_frame_ms=s.stt_vad_frame_ms,
             vad_enabled=s.stt_enable_vad,
             vad_aggressiveness=s.stt_vad_aggressiveness,
             hangover_s=s.stt_chunk_timeout,
@@ -141,14 +152,30 @@ class SessionConfig:
             max_utterance_samples=s.max_utterance_samples,
             interrupt_enabled=s.stt_enable_interrupt_detection,
             interrupt_min_speech_ms=s.stt_interrupt_min_speech_ms,
+            interrupt_min_words=s.stt_interrupt_min_words,
+            false_interrupt_timeout=s.stt_false_interrupt_timeout,
+            backchannels=comma_list(s.stt_backchannel_words),
             idle_timeout_s=s.stt_session_idle_timeout,
             max_session_s=s.stt_max_session_seconds,
             service_endpointing=service_endpointing,
         )
 
     @property
+    def frame_ms(self) -> int:
+        """The voice detector's frame: Silero's 32 ms, or ``webrtc_frame_ms``."""
+        return FRAME_MS if self.vad == "silero" else self.webrtc_frame_ms
+
+    @property
     def frame_samples(self) -> int:
         return TARGET_RATE * self.frame_ms // 1000
+
+    def detector(self) -> VoiceDetector:
+        """A new session's voice detector (Silero's model is loaded once per process)."""
+        if self.vad == "silero":
+            return SileroDetector(
+                shared_model(), threshold=self.vad_threshold, aggressiveness=self.vad_aggressiveness
+            )
+        return WebrtcDetector(self.vad_aggressiveness, self.frame_samples)
 
 
 @dataclass(slots=True)
@@ -183,6 +210,8 @@ class Session:
         # chunk is due then, so a slow or jittery client is not mistaken for one that stopped
         self.audio_due_at = now
         self.samples_heard = 0  # 16 kHz samples that went through the VAD
+        self._queued = 0  # 16 kHz samples handed to the voice detector (heard, or about to be)
+        self._last_voice = 0  # the sample after the last voiced frame
         self.chunks = 0
         self.interrupts = 0
 
@@ -190,7 +219,21 @@ class Session:
         self._audio_started = False
         fs = config.frame_samples
         self._splitter = FrameSplitter(fs)
-        self._classifier = FrameClassifier(config.vad_aggressiveness, fs)
+        self._detector = config.detector()
+        # True when the worker runs the network for many sessions at once (it then calls
+        # voice_ready()); False: each chunk's frames are decided before handle() returns
+        self.batched = False
+        # messages that arrived while frames before them waited for the network: handled in
+        # order once those frames are decided, so a finalize or a state change lands where it was
+        self._inbox: deque[tuple[Inbound, float]] = deque()
+        self._inbox_samples = 0
+        self._barge = BargeIn(
+            min_words=config.interrupt_min_words,
+            false_timeout=config.false_interrupt_timeout,
+            backchannels=Backchannels(config.backchannels),
+        )
+        self.cancelled_interrupts = 0
+        self._voice_needed()
         self._endpointer = Endpointer(
             frame_ms=config.frame_ms,
             hangover_ms=config.hangover_s * 1000,
@@ -230,14 +273,75 @@ class Session:
         if self.closed:
             return []
         self.last_message_at = now
+        self._inbox.append((msg, now))
+        if isinstance(msg, Chunk):
+            self._inbox_samples += self._samples_of(msg.pcm)
+        if isinstance(msg, End):
+            # decided at once, frames still waiting included: the session must be closed when
+            # this returns, so that a 'start' right behind it opens a new session under the id
+            return self.close(now, reason="end")
+        return self._advance(now)
+
+    def voice_ready(self, now: float) -> list[Action]:
+        """The network has decided this session's waiting frames (batched mode): go on."""
+        return [] if self.closed else self._advance(now)
+
+    @property
+    def queued(self) -> int:
+        """16 kHz samples received so far (some may still wait for the voice detector)."""
+        return self._queued
+
+    @property
+    def voice(self) -> VoiceDetector:
+        """This session's voice detector (the worker's batcher runs its network)."""
+        return self._detector
+
+    @property
+    def awaiting_voice(self) -> bool:
+        """Frames (and maybe messages behind them) wait for the network: see ``batched``."""
+        return self._detector.waiting
+
+    def _advance(self, now: float) -> list[Action]:
+        """Handle what can be handled now: frames whose voice verdict is known, then the
+        messages queued behind frames that waited for the network, in arrival order."""
+        actions: list[Action] = []
+        while not self.closed:
+            if not self.batched:
+                self._detector.resolve_inline()
+            for frame, info in self._detector.ready():
+                self._on_frame(frame, info, now, actions)
+            if self._detector.waiting or not self._inbox:
+                break
+            msg, at = self._inbox.popleft()
+            if isinstance(msg, Chunk):
+                self._inbox_samples -= self._samples_of(msg.pcm)
+            actions += self._dispatch(msg, at)
+        if self.closed:
+            self._inbox.clear()
+            self._inbox_samples = 0
+        return actions
+
+    def _samples_of(self, pcm: bytes) -> int:
+        n = self._normalizer
+        return len(pcm) // (2 * n.channels) * TARGET_RATE // n.sample_rate
+
+    @property
+    def unheard(self) -> int:
+        """16 kHz samples received and not yet through the voice detector (about: a queued
+        'start' may change the rate)."""
+        return self._queued - self.samples_heard + self._inbox_samples
+
+    def _dispatch(self, msg: Inbound, now: float) -> list[Action]:
         match msg:
             case Chunk():
                 if not self.started_explicitly and self.chunks == 0:
                     log.info("session %s: first chunk without start; using defaults", self.id)
-                return self._on_chunk(msg.pcm, now)
+                self._on_chunk(msg.pcm, now)
+                return []
             case Start():
                 return self._on_start(msg, now)
             case StateChange():
+                self._barge.reset()  # the client decides about the last interrupt now
                 return self._set_state(msg.state)
             case Configure():
                 return self._on_configure(msg)
@@ -251,10 +355,11 @@ class Session:
                     if rest.size:
                         actions.append(SendAudio(rest, self.samples_heard, 0))
                         self.samples_heard += rest.size
+                        self._queued += rest.size
                     return [*actions, EndUtterance(0)]
                 return self._end_utterance()
             case End():
-                return self.close(now, reason="end")
+                return self._close(now, reason="end")
         return []  # pragma: no cover - exhaustive above
 
     def _on_start(self, msg: Start, now: float) -> list[Action]:
@@ -279,6 +384,7 @@ class Session:
             eot_timeout_ms=msg.eot_timeout_ms,
         )
         actions: list[Action] = [Reconfigure(self.params)]
+        self._barge.reset()
         actions += self._set_state(msg.state)
         return actions
 
@@ -295,21 +401,29 @@ class Session:
         if state != self.state:
             self.state = state
             self._interrupts.reset()
+        self._voice_needed()
         return []
 
+    def _voice_needed(self) -> None:
+        """Where the backend finds turns, the voice detector runs only for barge-in."""
+        if not self.config.service_endpointing:
+            self._detector.needed = self._barge.pending or (
+                self.state == "responding" and self.config.interrupt_enabled
+            )
+
     # --- audio ----------------------------------------------------------------------------------
-    def _on_chunk(self, pcm: bytes, now: float) -> list[Action]:
+    def _on_chunk(self, pcm: bytes, now: float) -> None:
+        """Queue the chunk's frames for the voice detector (``_advance`` takes them back)."""
         self.chunks += 1
         self._audio_started = True
         seconds = len(pcm) / (2 * self._normalizer.channels * self._normalizer.sample_rate)
         self.audio_due_at = max(self.audio_due_at, now) + seconds
-        actions: list[Action] = []
         frames = self._splitter.push(self._normalizer.push(pcm))
         if frames:
-            self._arrivals.append((self.samples_heard + sum(f.size for f in frames), now))
+            self._queued += sum(f.size for f in frames)
+            self._arrivals.append((self._queued, now))
         for frame in frames:
-            self._on_frame(frame, now, actions)
-        return actions
+            self._detector.push(frame)
 
     def arrival(self, sample: int) -> float | None:
         """When the chunk holding session sample ``sample`` arrived (None: too long ago)."""
@@ -322,18 +436,22 @@ class Session:
         at = self.arrival(sample)
         return [] if at is None else [Measure(name, max(0.0, now - at), utterance)]
 
-    def _on_frame(self, frame: Int16Array, now: float, actions: list[Action]) -> None:
+    def _on_frame(
+        self, frame: Int16Array, info: FrameInfo, now: float, actions: list[Action]
+    ) -> None:
         cfg = self.config
         offset = self.samples_heard
         self.samples_heard += frame.size
-        barge_in_possible = self.state == "responding" and cfg.interrupt_enabled
+        if info.voiced:
+            self._last_voice = self.samples_heard
+        barge_in_possible = (
+            self.state == "responding" and cfg.interrupt_enabled and not self._barge.holding
+        )
         if not cfg.service_endpointing:  # the backend finds turns: stream everything
-            # the VAD is most of a frame's cost; here only a possible barge-in needs it
             if barge_in_possible:
-                self._check_interrupt(self._classifier.classify(frame).voiced, now, actions)
+                self._check_interrupt(info.voiced, now, actions)
             actions.append(SendAudio(frame, offset, 0))
             return
-        info = self._classifier.classify(frame)
         if barge_in_possible:
             self._check_interrupt(info.voiced, now, actions)
 
@@ -382,8 +500,38 @@ class Session:
         if self._interrupts.step(voiced):
             ago = self._interrupts.onset_frames_ago()
             onset = self.samples_heard - ago * self.config.frame_samples
-            actions += self._measure("interrupt", onset, now)
-            self._interrupt(now, actions, onset)
+            self._interrupts.reset()
+            utterance = self._utt.index if self._utt is not None else self._next_utterance
+            decision = self._barge.voice(
+                onset / TARGET_RATE,
+                now,
+                utterance if self.config.service_endpointing else None,
+            )
+            self._decided(decision, now, actions)
+            self._voice_needed()
+
+    def _decided(self, decision: Decision | None, now: float, actions: list[Action]) -> None:
+        """Carry out what the barge-in stage decided: interrupt now, or take it back."""
+        if decision is None:
+            return
+        if isinstance(decision, Cancel):
+            self.cancelled_interrupts += 1
+            actions.append(
+                Publish(
+                    interrupt_cancelled_message(
+                        session_id=self.id,
+                        timestamp=now,
+                        speaker_id=self.speaker_id,
+                        reason=decision.reason,
+                    )
+                )
+            )
+            log.info("session %s: interrupt taken back (%s)", self.id, decision.reason)
+            self._set_state("responding")
+            return
+        onset = round(decision.onset * TARGET_RATE)
+        actions += self._measure("interrupt", onset, now)
+        self._interrupt(now, actions, onset)
 
     def _interrupt(self, now: float, actions: list[Action], onset: int) -> None:
         """Barge-in: tell the client, and go back to listening."""
@@ -485,14 +633,28 @@ class Session:
                     return self._end_utterance()
             return []
         actions: list[Action] = []
-        if ev.started_speaking and self.state == "responding" and self.config.interrupt_enabled:
-            onset = round(ev.audio_start * TARGET_RATE)
-            actions += self._measure("interrupt", onset, now)
-            self._interrupt(now, actions, onset)
+        if (
+            ev.started_speaking
+            and self.state == "responding"
+            and self.config.interrupt_enabled
+            and not self._barge.pending
+        ):
+            self._decided(self._barge.voice(ev.audio_start, now, None), now, actions)
+            self._voice_needed()
         if ev.utterance <= self._finished and self.config.service_endpointing:
             return actions  # a late partial, or a repeated final: never publish it
         if ev.audio_end <= self._final_floor + 0.02:
             return actions  # replayed after a failover: its audio's final was published
+        if self._barge.pending:
+            decision = self._barge.heard(
+                ev.text,
+                final=ev.is_final,
+                audio_end=ev.audio_end,
+                utterance=ev.utterance if self.config.service_endpointing else None,
+                now=now,
+            )
+            self._decided(decision, now, actions)
+            self._voice_needed()
         if ev.is_final:
             self._finished = ev.utterance
             self._turn_open = False
@@ -567,7 +729,7 @@ class Session:
         if self.closed:
             return []
         if now - self.opened_at >= self.config.max_session_s:
-            actions = [
+            closing: list[Action] = [
                 self._error(
                     Code.SESSION_TOO_LONG,
                     f"the session reached its limit of {self.config.max_session_s:g} s "
@@ -576,9 +738,9 @@ class Session:
                     now,
                 )
             ]
-            return actions + self.close(now, reason="too long")
+            return closing + self.close(now, reason="too long")
         if now - self.last_message_at >= self.config.idle_timeout_s:
-            actions = [
+            closing = [
                 self._error(
                     Code.SESSION_IDLE_TIMEOUT,
                     f"no message for {self.config.idle_timeout_s:g} s (STT_SESSION_IDLE_TIMEOUT); "
@@ -586,13 +748,34 @@ class Session:
                     now,
                 )
             ]
-            return actions + self.close(now, reason="idle")
-        if self._utt is not None and now - self.audio_due_at >= chunk_timeout_s:
-            return self._end_utterance()
-        return []
+            return closing + self.close(now, reason="idle")
+        actions: list[Action] = []
+        if self._barge.pending:
+            speaking = (self.samples_heard - self._last_voice) < chunk_timeout_s * TARGET_RATE
+            decision = self._barge.tick(
+                now, speaking=speaking, waits_for_final=self.config.service_endpointing
+            )
+            self._decided(decision, now, actions)
+            self._voice_needed()
+        pending_audio = self._inbox or self._detector.waiting
+        if (
+            self._utt is not None
+            and not pending_audio
+            and now - self.audio_due_at >= chunk_timeout_s
+        ):
+            actions += self._end_utterance()
+        return actions
 
     def close(self, now: float, reason: str) -> list[Action]:
-        """Flush pending speech (its final is published before the stream closes), then close."""
+        """Flush pending speech (its final is published before the stream closes), then close.
+        Messages still queued behind the voice detector are handled first."""
+        if self.closed:
+            return []
+        self.batched = False
+        actions = self._advance(now)  # may close the session itself (an 'end' was queued)
+        return actions + self._close(now, reason)
+
+    def _close(self, now: float, reason: str) -> list[Action]:
         if self.closed:
             return []
         actions: list[Action] = []
@@ -602,7 +785,11 @@ class Session:
             if last is not None:
                 frames.append(last)
             for frame in frames:
-                self._on_frame(frame, now, actions)
+                self._queued += frame.size
+                self._detector.push(frame)
+            self._detector.resolve_inline()
+            for frame, info in self._detector.ready():
+                self._on_frame(frame, info, now, actions)
         actions += self._end_utterance()
         self.closed = True
         actions.append(Close(reason))
@@ -617,7 +804,7 @@ class Session:
     def idle(self) -> bool:
         """No speech is being collected now: no utterance open (or, where the backend finds
         turns, none of its turns open)."""
-        if self.closed:
+        if self.closed or self._inbox or self._detector.waiting:
             return False
         if not self.config.service_endpointing:
             return not self._turn_open
@@ -678,7 +865,7 @@ class Session:
         s = cls(session_id, config, float(snapshot["opened_at"]))
         s.last_message_at = now
         s.audio_due_at = now
-        s.samples_heard = int(snapshot["heard"])
+        s.samples_heard = s._queued = s._last_voice = int(snapshot["heard"])
         # the VAD frames keep their places: zeros stand in for the part-frame held back then
         s._splitter.push(np.zeros(int(snapshot.get("pending", 0)), dtype=np.int16))
         s._next_utterance = int(snapshot["next_utt"])

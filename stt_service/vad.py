@@ -1,24 +1,39 @@
-"""Voice activity: per-frame classification and utterance endpointing.
+"""Voice activity: is this 16 kHz frame someone speaking?
 
-webrtcvad alone calls broadband noise speech at every aggressiveness, and Whisper transcribes noise
-as "You". So a frame counts as *voiced* only when webrtcvad calls it speech, it is louder than an
-absolute floor, and it is periodic in the human pitch range (a normalised autocorrelation peak
-between 70 and 400 Hz). Voiced frames start utterances and keep them open; unvoiced consonants ride
-inside the hangover.
+Two detectors, chosen by ``STT_VAD``; the session core reads both through :class:`VoiceDetector`.
+
+- ``silero`` (the default): Silero VAD v6, a small neural network (:mod:`stt_service.silero`) that
+  gives each 32 ms frame a speech probability. It calls loud pink, brown and white noise, mains hum,
+  music, typing and clicks non-speech, where webrtcvad calls nearly every frame of them speech. A
+  cheap gate runs first: a frame quieter than ``GATE_FLOOR_DB`` or that webrtcvad does not call
+  speech (and none in the last ``GATE_HANG`` frames was) is silence without running the network,
+  so quiet sessions cost nothing. A frame is *voiced* at a probability of ``threshold`` or more,
+  and stays voiced down to ``threshold - 0.15`` once voiced (Silero's own hysteresis).
+- ``webrtc`` (the detector before it, kept for comparison): a frame is voiced when webrtcvad calls
+  it speech, it is louder than an absolute floor and it is periodic in the human pitch range (a
+  normalised autocorrelation peak between 70 and 400 Hz). It keeps white noise and clicks out but
+  not pink or brown noise, hum or music.
+
+Silero's frames wait for the network: :meth:`VoiceDetector.push` queues a frame, the network runs
+either at once (:meth:`VoiceDetector.resolve_inline`, batch 1) or for many sessions in one call
+(:func:`resolve`, which the worker's batcher uses), and :meth:`VoiceDetector.ready` hands the
+frames back in order with their verdicts.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from functools import cache
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import webrtcvad
 
 from .audio import TARGET_RATE, Int16Array, rms_dbfs
+from .silero import CONTEXT, FRAME, Float32Array, SileroModel, SileroStream
 
 ENERGY_FLOOR_DB = -55.0
 PERIODICITY_THRESHOLD = 0.45
@@ -29,10 +44,11 @@ _ANALYSIS = 640  # 40 ms of context for the pitch search
 
 @dataclass(frozen=True, slots=True)
 class FrameInfo:
-    vad: bool  # webrtcvad's verdict
-    voiced: bool  # vad and loud enough and periodic
+    vad: bool  # webrtcvad's verdict (above the energy floor); for silero, whether the gate was open
+    voiced: bool  # the detector's verdict: someone is speaking
     energy_db: float
-    periodicity: float
+    periodicity: float = 0.0  # webrtc detector: the pitch-range autocorrelation peak
+    probability: float = 0.0  # silero: the network's speech probability (0 when gated out)
 
 
 def periodicity(x: Int16Array) -> float:
@@ -71,7 +87,7 @@ def _lags(n: int) -> tuple[int, npt.NDArray[np.int64]]:
 
 
 class FrameClassifier:
-    """webrtcvad + energy + periodicity for one session's 16 kHz frames."""
+    """The ``webrtc`` detector's test: webrtcvad + energy + periodicity, one frame at a time."""
 
     def __init__(self, aggressiveness: int, frame_samples: int) -> None:
         self._vad = webrtcvad.Vad(aggressiveness)
@@ -88,76 +104,214 @@ class FrameClassifier:
         if not is_speech:
             return FrameInfo(False, False, energy, 0.0)
         p = periodicity(hist)
-        return FrameInfo(True, p >= PERIODICITY_THRESHOLD, energy, p)
+        voiced = p >= PERIODICITY_THRESHOLD
+        return FrameInfo(True, voiced, energy, p, float(voiced))
 
 
-class EndpointEvent(Enum):
-    START = "start"
-    PAUSE = "pause"  # ``pause_frames`` without voice: maybe the end, decide early if possible
-    END = "end"
+# --- the detectors, as the session core sees them -------------------------------------------------
+GATE_FLOOR_DB = -60.0  # quieter frames are silence without asking the network
+GATE_HANG = 8  # frames the network keeps running after the gate's last "speech" (256 ms)
+HYSTERESIS = 0.15  # once voiced, a frame stays voiced down to threshold - this
+_UNHEARD = FrameInfo(False, False, -120.0)  # a frame no detector looked at
 
 
-class Endpointer:
-    """Speech start/end over a stream of voiced flags.
+class VoiceDetector(Protocol):
+    """One session's voice detector: frames in, the same frames out in order with verdicts."""
 
-    Start: ``start_frames`` voiced frames within the last ``window_frames``. End:
-    ``hangover_frames`` consecutive frames without voice; ``pause_frames`` of them (if fewer)
-    give one PAUSE first. With ``enabled=False`` the first frame starts an utterance and only
-    size, flushes and clock time end it.
-    """
+    frame_samples: int
+    # False: no verdict is wanted (the backend finds turns and no barge-in is possible): frames
+    # pass as silence at no cost
+    needed: bool
+
+    def push(self, frame: Int16Array) -> None:
+        """Queue the next frame of the session's 16 kHz audio (``frame_samples`` long)."""
+
+    @property
+    def waiting(self) -> bool:
+        """Some queued frame waits for the network (see :func:`resolve`)."""
+
+    def resolve_inline(self) -> None:
+        """Run the network now for every waiting frame of this session alone."""
+
+    def ready(self) -> list[tuple[Int16Array, FrameInfo]]:
+        """The queued frames whose verdict is known, oldest first, up to the first waiting one."""
+
+    def reset(self) -> None:
+        """Forget the audio heard (a new stream starts)."""
+
+
+class WebrtcDetector:
+    """``STT_VAD=webrtc``: :class:`FrameClassifier`, which decides each frame at once."""
+
+    def __init__(self, aggressiveness: int, frame_samples: int) -> None:
+        self.frame_samples = frame_samples
+        self._aggressiveness = aggressiveness
+        self._classifier = FrameClassifier(aggressiveness, frame_samples)
+        self._ready: list[tuple[Int16Array, FrameInfo]] = []
+        self.needed = True
+
+    def push(self, frame: Int16Array) -> None:
+        info = self._classifier.classify(frame) if self.needed else _UNHEARD
+        self._ready.append((frame, info))
+
+    @property
+    def waiting(self) -> bool:
+        return False
+
+    def resolve_inline(self) -> None:
+        return None
+
+    def ready(self) -> list[tuple[Int16Array, FrameInfo]]:
+        out, self._ready = self._ready, []
+        return out
+
+    def reset(self) -> None:
+        self._classifier = FrameClassifier(self._aggressiveness, self.frame_samples)
+        self._ready.clear()
+
+
+class _Frame:
+    __slots__ = ("energy", "gate", "input", "prob", "samples")
 
     def __init__(
         self,
-        *,
-        frame_ms: int,
-        hangover_ms: float,
-        start_ms: int = 90,
-        window_ms: int = 300,
-        pause_ms: float = 0,
-        enabled: bool = True,
+        samples: Int16Array,
+        energy: float,
+        gate: bool,
+        inp: Float32Array | None,
+        prob: float | None,
     ) -> None:
-        self.enabled = enabled
-        self.start_frames = max(1, start_ms // frame_ms)
-        self.hangover_frames = max(1, round(hangover_ms / frame_ms))
-        pause = round(pause_ms / frame_ms)
-        self.pause_frames = pause if 0 < pause < self.hangover_frames else 0
-        self._recent: deque[bool] = deque(maxlen=max(self.start_frames, window_ms // frame_ms))
-        self.in_speech = False
-        self.silent_frames = 0
+        self.samples = samples
+        self.energy = energy
+        self.gate = gate
+        self.input = inp  # the network's input, when it must run
+        self.prob = prob  # None until the network answered
 
-    def step(self, voiced: bool) -> EndpointEvent | None:
-        if not self.enabled:
-            if not self.in_speech:
-                self.in_speech = True
-                return EndpointEvent.START
-            return None
-        if not self.in_speech:
-            self._recent.append(voiced)
-            if sum(self._recent) >= self.start_frames:
-                self.in_speech = True
-                self.silent_frames = 0
-                self._recent.clear()
-                return EndpointEvent.START
-            return None
-        if voiced:
-            self.silent_frames = 0
-            return None
-        self.silent_frames += 1
-        if self.silent_frames >= self.hangover_frames:
-            self.in_speech = False
-            self.silent_frames = 0
-            return EndpointEvent.END
-        if self.silent_frames == self.pause_frames:
-            return EndpointEvent.PAUSE
-        return None
+
+class SileroDetector:
+    """``STT_VAD=silero``: the gate, then the network, then the hysteresis (see the module)."""
+
+    frame_samples = FRAME
+
+    def __init__(
+        self, model: SileroModel, *, threshold: float = 0.5, aggressiveness: int = 2
+    ) -> None:
+        self.model = model
+        self.threshold = threshold
+        self.stream = SileroStream()
+        self._aggressiveness = aggressiveness
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self._frames: deque[_Frame] = deque()  # queued, not handed back yet
+        self._todo: deque[_Frame] = deque()  # of those, the ones the network has not run on
+        self._tail: Float32Array = np.zeros(CONTEXT, dtype=np.float32)
+        self._hang = 0  # frames the network still runs after the gate's last "speech"
+        self._running = False  # the network ran on the last frame
+        self._voiced = False
+        self.network_frames = 0  # frames the network ran on (the gate let them through)
+        self.frames = 0
+        self.needed = True
+
+    def push(self, frame: Int16Array) -> None:
+        self.frames += 1
+        if not self.needed:
+            self._frames.append(_Frame(frame, _UNHEARD.energy_db, False, None, 0.0))
+            self._tail = frame[-CONTEXT:].astype(np.float32) * np.float32(1 / 32768)
+            self._hang = 0
+            self._running = False
+            return
+        energy = rms_dbfs(frame)
+        gate = energy >= GATE_FLOOR_DB and self._vad.is_speech(frame[:480].tobytes(), TARGET_RATE)
+        if gate:
+            self._hang = GATE_HANG
+        run = gate or self._hang > 0
+        if not gate and self._hang > 0:
+            self._hang -= 1
+        x = frame.astype(np.float32) * np.float32(1 / 32768)
+        if run:
+            if not self._running:
+                # the network starts afresh after a gap: a state left by earlier speech calls
+                # the breath before the next words speech, and a replay after a failover
+                # (which starts in such a gap) must hear what the first owner heard
+                self.stream.reset()
+                self._running = True
+            item = _Frame(frame, energy, gate, np.concatenate((self._tail, x)), None)
+            self._todo.append(item)
+            self.network_frames += 1
+        else:
+            self._running = False
+            item = _Frame(frame, energy, gate, None, 0.0)
+        self._frames.append(item)
+        self._tail = x[-CONTEXT:]
 
     @property
-    def paused(self) -> bool:
-        """In an utterance, and silent for at least ``pause_frames``."""
-        return self.in_speech and 0 < self.pause_frames <= self.silent_frames
+    def waiting(self) -> bool:
+        return bool(self._todo)
+
+    def next_input(self) -> Float32Array:
+        """The input of the oldest frame waiting for the network (only while :attr:`waiting`)."""
+        inp = self._todo[0].input
+        assert inp is not None
+        return inp
+
+    def answer(self, probability: float) -> None:
+        """The network's probability for the frame :meth:`next_input` gave."""
+        item = self._todo.popleft()
+        item.prob = probability
+        item.input = None
+
+    def resolve_inline(self) -> None:
+        resolve(self.model, [self])
+
+    def ready(self) -> list[tuple[Int16Array, FrameInfo]]:
+        out: list[tuple[Int16Array, FrameInfo]] = []
+        frames = self._frames
+        while frames and frames[0].prob is not None:
+            item = frames.popleft()
+            p = item.prob
+            assert p is not None
+            floor = self.threshold - HYSTERESIS if self._voiced else self.threshold
+            self._voiced = p >= floor
+            out.append((item.samples, FrameInfo(item.gate, self._voiced, item.energy, 0.0, p)))
+        return out
 
     def reset(self) -> None:
-        """Forget the current utterance (after a flush): the next voice starts a new one."""
-        self.in_speech = False
-        self.silent_frames = 0
-        self._recent.clear()
+        self.stream.reset()
+        self._frames.clear()
+        self._todo.clear()
+        self._tail = np.zeros(CONTEXT, dtype=np.float32)
+        self._hang = 0
+        self._running = False
+        self._voiced = False
+
+
+def resolve(model: SileroModel, detectors: Sequence[SileroDetector]) -> int:
+    """Run the network for every waiting frame of these detectors: one call per round, each round
+    the oldest waiting frame of every detector that has one (a stream's frames go in order: each
+    needs the state the one before it left). Returns the number of calls."""
+    calls = 0
+    group = [d for d in detectors if d.waiting]
+    while group:
+        probs = model.probabilities([d.stream for d in group], [d.next_input() for d in group])
+        for d, p in zip(group, probs, strict=True):
+            d.answer(float(p))
+        calls += 1
+        group = [d for d in group if d.waiting]
+    return calls
+
+
+def resolve_all(detectors: Sequence[VoiceDetector]) -> tuple[int, int]:
+    """Decide every waiting frame of these detectors, Silero's in shared calls (:func:`resolve`).
+    Returns (network calls, frames decided by the network)."""
+    calls = frames = 0
+    groups: dict[int, tuple[SileroModel, list[SileroDetector]]] = {}
+    for d in detectors:
+        if isinstance(d, SileroDetector):
+            if d.waiting:
+                groups.setdefault(id(d.model), (d.model, []))[1].append(d)
+        else:
+            d.resolve_inline()
+    for model, group in groups.values():
+        before = model.frames
+        calls += resolve(model, group)
+        frames += model.frames - before
+    return calls, frames

@@ -61,7 +61,9 @@ from .session import (
     SessionConfig,
     Speculate,
 )
+from .silero import shared_model
 from .telemetry import SessionTrace, Telemetry, bind_session, session_logging
+from .voicebatch import VoiceBatcher
 
 log = logging.getLogger(__name__)
 TICK_S = 0.05
@@ -145,6 +147,9 @@ class WorkerStats:
     sessions_opened: int = 0
     sessions_closed: int = 0
     refused_chunks: int = 0
+    interrupts: int = 0
+    cancelled_interrupts: int = 0
+    vad: str = ""  # the voice batcher's summary
     # per audio chunk: time spent handling it, and client timestamp -> handled (same-clock lag)
     chunk_handling: LatencyWindow = field(default_factory=LatencyWindow)
     chunk_lag: LatencyWindow = field(default_factory=LatencyWindow)
@@ -153,7 +158,9 @@ class WorkerStats:
         return (
             f"{self.messages} messages, {self.sessions_opened} sessions, {self.published} "
             f"published, {self.errors} errors; chunk handling {self.chunk_handling.summary()}; "
-            f"chunk lag from client timestamp {self.chunk_lag.summary()}"
+            f"chunk lag from client timestamp {self.chunk_lag.summary()}; "
+            f"{self.interrupts} interrupts, {self.cancelled_interrupts} taken back"
+            + (f"; voice detector: {self.vad}" if self.vad else "")
         )
 
 
@@ -201,9 +208,18 @@ class Worker:
         self._parts: dict[int, _Partition] = {}
         self._ckpt_task: asyncio.Task[None] | None = None
         self._abandoning: set[asyncio.Task[None]] = set()
+        # Silero's frames of many sessions go through one network call (STT_VAD_BATCH_MS)
+        self._batch_voice = settings.stt_vad == "silero" and settings.stt_vad_batch_ms > 0
+        self.voicebatch: VoiceBatcher[_Live] = VoiceBatcher(
+            settings.stt_vad_batch_ms / 1000,
+            lambda live: live.session.voice,
+            self._voice_ready,
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, nc: NATS | None = None) -> None:
+        if self.settings.stt_vad == "silero":
+            shared_model()  # load it now: a broken install fails here, not on the first chunk
         if not self.recognizer.ready():
             await self.recognizer.start()
         self.nc = nc or await connect_nats(self.settings)
@@ -304,6 +320,7 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
             self._ticker = None
+        await self.voicebatch.aclose()  # sessions closing below decide their frames themselves
         if self.leases is not None:
             await self.leases.stop(handoff=False)
         if self._ckpt_task is not None:
@@ -324,6 +341,8 @@ class Worker:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
         await self.recognizer.aclose()
+        if self.settings.stt_vad == "silero":
+            self.stats.vad = self.voicebatch.stats.summary()
         log.info("worker stats: %s", self.stats.summary())
 
     # --- jetstream mode --------------------------------------------------------------------------
@@ -567,6 +586,7 @@ class Worker:
         now = time.time()
         snap = ckpt.get("snap") or Session(sid, self.config, now).snapshot()
         session = Session.restore(sid, self.config, now, snap, ckpt["progress"])
+        session.batched = self._batch_voice
         stream = self.recognizer.open_stream(session.params)
         live = _Live(session, stream, self.tel.session(sid), replay=self._tracker())
         live.partition = part.k
@@ -717,11 +737,13 @@ class Worker:
                 and await self._backlogged(live, now)
             ):
                 return
-            heard = live.session.samples_heard
+            heard = live.session.queued
             await self._execute(live, live.session.handle(parsed, now))
+            if live.session.awaiting_voice:
+                self.voicebatch.want(live)
             if isinstance(parsed, Chunk):
                 self.tel.chunks_received += 1
-                self.tel.audio_received += (live.session.samples_heard - heard) / 16000
+                self.tel.audio_received += (live.session.queued - heard) / 16000
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
                     self.stats.chunk_lag.add(time.time() - parsed.timestamp)
@@ -737,7 +759,7 @@ class Worker:
     async def _backlogged(self, live: _Live, now: float) -> bool:
         """Refuse a chunk (with an error) while the recognizer holds too much of this session's
         audio: refused audio was never accepted, so nothing accepted is ever dropped."""
-        backlog = live.stream.backlog() * 2
+        backlog = (live.stream.backlog() + live.session.unheard) * 2
         limit = self.settings.stt_max_buffered_audio_bytes
         if backlog < limit:
             live.refusing = False
@@ -790,6 +812,7 @@ class Worker:
             )
             return None
         session = Session(sid, self.config, now)
+        session.batched = self._batch_voice
         stream = self.recognizer.open_stream(session.params)
         live = _Live(session, stream, self.tel.session(sid), replay=self._tracker())
         if seq is not None:  # jetstream: a replay of this session would start at this message
@@ -905,6 +928,8 @@ class Worker:
             if part is not None and part.closing.get(live.session.id) is live:
                 del part.closing[live.session.id]
         self.stats.sessions_closed += 1
+        self.stats.interrupts += live.session.interrupts
+        self.stats.cancelled_interrupts += live.session.cancelled_interrupts
         s = live.session
         live.trace.close(live.close_reason, s.samples_heard / 16000, s.sequence, s.interrupts)
         log.info(
@@ -914,6 +939,20 @@ class Worker:
             s.sequence,
             s.interrupts,
         )
+
+    async def _voice_ready(self, lives: list[_Live]) -> None:
+        """The voice batcher decided these sessions' waiting frames: each goes on from there."""
+        now = time.time()
+        for live in lives:
+            if live.abandoned or live.session.closed:
+                continue
+            try:
+                with session_logging(live.session.id, live.trace.span):
+                    await self._execute(live, live.session.voice_ready(now))
+                if live.session.awaiting_voice:  # messages queued behind those frames brought more
+                    self.voicebatch.want(live)
+            except Exception:  # one broken session must not hold up the others' voices
+                log.exception("session %s: internal error after voice detection", live.session.id)
 
     def _start_pump(self, live: _Live) -> asyncio.Task[None]:
         """The task that publishes a session's recognition events. An id reused right after its

@@ -179,3 +179,26 @@ async def test_a_decoded_pause_gets_no_partial_and_is_the_final() -> None:
     finally:
         await stream.aclose()
         await backend.scheduler.aclose()
+
+
+async def test_an_utterance_that_ends_before_its_partial_starts_loses_nothing() -> None:
+    """A partial was due and its task created, but the utterance ended before the task ran. The
+    task once concatenated the emptied chunk list: 'need at least one array to concatenate',
+    "Task exception was never retrieved" in the log. Now it decodes (or, superseded by the
+    final, skips) the audio it was due for, and the final is whole."""
+    decoder = TimedDecoder(partial_s=0.01, final_s=0.01)
+    backend = Backend(decoder)
+    stream = UtteranceStream(backend, StreamParams("s"))
+    try:
+        stream.send_audio(np.ones(8000, np.int16), 0, 0)
+        await asyncio.sleep(0)  # the stream's loop wakes and creates the partial's task...
+        task = stream._partial
+        assert task is not None and not task.done()
+        stream.flush(0)  # ...and the utterance ends before that task first runs
+        ev = await next_event(stream)
+        assert isinstance(ev, RecognitionEvent) and ev.is_final and ev.text == "final of 8000."
+        await asyncio.wait([task], timeout=1)
+        assert task.done() and task.exception() is None
+    finally:
+        await stream.aclose()
+        await backend.scheduler.aclose()

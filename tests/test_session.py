@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -532,7 +533,7 @@ def test_recognition_error_becomes_an_error_message() -> None:
 def test_has_voice_activity_is_false_for_an_utterance_without_voice() -> None:
     s = new_session(SessionConfig(vad_enabled=False))
     actions, now = feed(s, silence(1.0), T0)
-    assert len(sends(actions)) == 1000 // 30  # without VAD every frame is sent
+    assert len(sends(actions)) == 16000 // s.config.frame_samples  # without VAD every frame
     assert s.handle(msg({"type": "finalize"}), now) == [EndUtterance(0)]
     [m] = published(s.on_event(RecognitionEvent(0, "you", True, 0.0, 1.0), now))
     assert m["has_voice_activity"] is False
@@ -564,18 +565,19 @@ def test_long_continuous_speech_is_cut_at_quiet_frames_without_losing_audio() ->
 
     start = span(actions, 0)[0]
     assert start <= 16000 * 3 // 10
+    fs = s.config.frame_samples
     for cut in cuts:
         assert 0 < cut - start <= limit
-        assert (cut - start) % 480 == 0  # on a frame boundary
-        frame_db = [rms_dbfs(audio[o - 480 : o]) for o in range(start + 480, cut + 1, 480)]
-        cut_db = rms_dbfs(audio[cut - 480 : cut])
+        assert (cut - start) % fs == 0  # on a frame boundary
+        frame_db = [rms_dbfs(audio[o - fs : o]) for o in range(start + fs, cut + 1, fs)]
+        cut_db = rms_dbfs(audio[cut - fs : cut])
         assert cut_db <= float(np.median(frame_db)), (cut, cut_db, np.median(frame_db))
         start = cut
     assert [e.utterance for e in ends(actions)] == list(range(len(ends(actions))))
 
     # every sample sent exactly once, with no gap, and it is the input
     sent = sends(actions)
-    coverage = np.zeros(audio.size + 480, dtype=int)
+    coverage = np.zeros(audio.size + fs, dtype=int)
     for a in sent:
         coverage[a.offset : a.offset + a.samples.size] += 1
     first = min(a.offset for a in sent)
@@ -583,7 +585,7 @@ def test_long_continuous_speech_is_cut_at_quiet_frames_without_losing_audio() ->
     assert coverage.max() == 1
     assert coverage[first:last].min() == 1
     assert last >= audio.size - 16000  # up to the last words
-    assert_sent_audio_is_the_input(actions, np.concatenate([audio, np.zeros(480, np.int16)]))
+    assert_sent_audio_is_the_input(actions, np.concatenate([audio, np.zeros(fs, np.int16)]))
 
 
 # --- (7) start ------------------------------------------------------------------------------------
@@ -698,10 +700,10 @@ def test_a_hint_after_speech_resumed_is_ignored() -> None:
 
 
 def test_a_finished_reading_inside_a_fricative_waits_for_quiet() -> None:
-    """ "...rather selfish is to be...": the VAD's voicing test calls the "sh" a pause, and a
-    decode there reads "...rather selfish." The utterance must not end inside the "sh" (the
-    second half would be decoded alone and misheard); a quiet pause ends it."""
-    s = new_session(EAGER)
+    """ "...rather selfish is to be...": the webrtc detector's voicing test calls the "sh" a
+    pause, and a decode there reads "...rather selfish." The utterance must not end inside the
+    "sh" (the second half would be decoded alone and misheard); a quiet pause ends it."""
+    s = new_session(replace(EAGER, vad="webrtc"))
     selfish = utterance("0890").samples  # "unless to be rather cold hearted and rather selfish..."
     actions, now = feed(s, np.concatenate([silence(0.5), selfish[: int(3.45 * 16000)]]), T0, 480)
     assert Speculate(0) in actions[-10:]  # a pause by the voicing test, 0.33 s into the "sh"
@@ -710,6 +712,21 @@ def test_a_finished_reading_inside_a_fricative_waits_for_quiet() -> None:
     rest, now = feed(s, selfish[int(3.45 * 16000) : int(3.9 * 16000)], now, 480)
     assert not ends(rest) and sends(rest)  # the fricative ran on into "is": one utterance
     assert s.in_utterance
+
+
+def test_silero_hears_the_fricative_as_speech() -> None:
+    """The same "sh" is speech to Silero: no pause is decoded inside "...selfish is to be..."."""
+    s = new_session(EAGER)
+    selfish = utterance("0890").samples
+    actions, _ = feed(s, np.concatenate([silence(0.5), selfish[: int(3.9 * 16000)]]), T0, 512)
+    # where each decoded pause was: the end of the audio sent before it
+    paused_at = [
+        max(a.offset + a.samples.size for a in sends(actions[:i]))
+        for i, a in enumerate(actions)
+        if isinstance(a, Speculate)
+    ]
+    assert all(p < (0.5 + 3.1) * 16000 for p in paused_at), paused_at  # none from the "sh" on
+    assert not ends(actions) and s.in_utterance
 
 
 def test_a_finished_sentence_before_a_quiet_pause_ends_once_the_pause_is_quiet() -> None:

@@ -410,7 +410,15 @@ class UtteranceStream:
                 # its partial is decoding gets its final without waiting for that partial
                 due = None if self._partial is not None else self._partial_due(time.monotonic())
                 if due == 0.0:
-                    self._partial = asyncio.create_task(self._decode_partial(sched, key))
+                    # the audio is taken now: by the time the task runs, the utterance may have
+                    # ended and its chunks moved to a final (an empty list cannot be decoded)
+                    audio = np.concatenate(self._chunks)
+                    self._chunks = [audio]
+                    self._decoded_samples = audio.size
+                    self._last_partial_at = time.monotonic()
+                    self._partial = asyncio.create_task(
+                        self._decode_partial(sched, key, self._utterance, self._start, audio)
+                    )
                     self._partial.add_done_callback(self._partial_done)
                     continue
                 self._wake.clear()
@@ -452,12 +460,9 @@ class UtteranceStream:
         assert res is not None  # finals are never skipped
         self._events.put_nowait(_event(utt, start, audio.size, res, final=True))
 
-    async def _decode_partial(self, sched: DecodeScheduler, key: str) -> None:
-        utt, start = self._utterance, self._start
-        audio = np.concatenate(self._chunks)
-        self._chunks = [audio]
-        self._decoded_samples = audio.size
-        self._last_partial_at = time.monotonic()
+    async def _decode_partial(
+        self, sched: DecodeScheduler, key: str, utt: int, start: int, audio: Int16Array
+    ) -> None:
         p = self._params
         try:
             res = await sched.submit(key, audio, p.language, p.keyterms, False)

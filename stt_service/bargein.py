@@ -1,0 +1,200 @@
+"""Barge-in in stages: an interrupt stands on words, or is taken back.
+
+The voice detector decides *that* someone spoke while the assistant was responding
+(:mod:`stt_service.interrupt`); this module decides, from what the recognizer then heard, whether
+it was a real barge-in. Sans-I/O: the session core feeds it the interrupt and the transcripts of
+the speech that caused it, and acts on what it answers.
+
+- ``min_words == 0`` (the default): the interrupt goes out at once. If the speech turns out to
+  hold no words (a cough, a laugh, noise the detector let through) or only backchannels
+  ("uh-huh", "yeah", "okay", ...), and that is known within ``false_timeout`` seconds of the
+  interrupt, it is taken back (``interrupt_cancelled``) and the assistant may resume. One word
+  that is not a backchannel confirms it.
+- ``min_words > 0``: the interrupt waits until the recognizer has heard that many words that are
+  not backchannels; speech that never gets there interrupts nothing, so there is nothing to take
+  back. Slower, and immune to coughs and "uh-huh".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+DEFAULT_BACKCHANNELS = (
+    "uh-huh",
+    "mm-hmm",
+    "mhm",
+    "yeah",
+    "yep",
+    "yes",
+    "okay",
+    "ok",
+    "right",
+    "sure",
+    "alright",
+    "all right",
+    "oh",
+    "i see",
+    "got it",
+)
+# sounds a recognizer may spell that are not words: fillers and laughter
+NON_WORDS = frozenset(
+    {"uh", "um", "er", "erm", "ah", "hm", "hmm", "mm", "ha", "haha", "hahaha", "heh", "hehe"}
+)
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫]")  # [coughs], (laughing), *sigh*
+_SPLIT = re.compile(r"[^a-z0-9']+")
+
+CancelReason = Literal["no_words", "backchannel"]
+
+
+def words(text: str) -> list[str]:
+    """The words of a transcript: lower case, without punctuation, hyphens or the recognizer's
+    annotations of non-speech sounds (``[coughs]``, ``(laughs)``, ``*sigh*``)."""
+    text = _ANNOTATION.sub(" ", text.lower()).replace("’", "'")
+    return [w.strip("'") for w in _SPLIT.split(text) if w.strip("'")]
+
+
+class Backchannels:
+    """A list of backchannel phrases ("uh-huh", "i see"), matched as whole words."""
+
+    def __init__(self, phrases: Iterable[str] = DEFAULT_BACKCHANNELS) -> None:
+        parsed = {tuple(words(p)) for p in phrases}
+        self._phrases = sorted((p for p in parsed if p), key=len, reverse=True)
+
+    def _scan(self, text: str) -> tuple[int, int]:
+        """(words that are neither backchannels nor non-words, backchannel phrases found)."""
+        tokens = words(text)
+        count = found = i = 0
+        while i < len(tokens):
+            for phrase in self._phrases:
+                if tuple(tokens[i : i + len(phrase)]) == phrase:
+                    i += len(phrase)
+                    found += 1
+                    break
+            else:
+                count += tokens[i] not in NON_WORDS
+                i += 1
+        return count, found
+
+    def substantive(self, text: str) -> int:
+        """How many words of ``text`` are neither backchannels nor non-words."""
+        return self._scan(text)[0]
+
+    def reason(self, text: str) -> CancelReason | None:
+        """Why speech with this transcript was no barge-in (None: it was one)."""
+        count, found = self._scan(text)
+        if count:
+            return None
+        return "backchannel" if found else "no_words"
+
+
+@dataclass(slots=True)
+class _Pending:
+    onset: float  # seconds of session audio where the voice began
+    at: float  # when the interrupt went out (or, held for words, when the voice was heard)
+    utterance: int | None  # the utterance holding the speech (service endpointing)
+    published: bool  # the interrupt went out; else it waits for words
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """Publish the interrupt now (its speech began at ``onset`` s of session audio)."""
+
+    onset: float
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Take the interrupt back."""
+
+    reason: CancelReason
+
+
+Decision = Interrupt | Cancel
+
+
+class BargeIn:
+    """One session's barge-in after the voice detector fired (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        min_words: int = 0,
+        false_timeout: float = 2.0,
+        backchannels: Backchannels | None = None,
+    ) -> None:
+        self.min_words = min_words
+        self.false_timeout = false_timeout
+        self.backchannels = backchannels or Backchannels()
+        self._pending: _Pending | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Voice was heard while responding and the interrupt waits for words."""
+        return self._pending is not None and not self._pending.published
+
+    @property
+    def pending(self) -> bool:
+        """An interrupt (sent or held) whose speech the words have not decided yet."""
+        return self._pending is not None
+
+    def voice(self, onset: float, now: float, utterance: int | None) -> Decision | None:
+        """The voice detector fired while responding: interrupt now, or hold for words."""
+        if self.min_words > 0:
+            self._pending = _Pending(onset, now, utterance, published=False)
+            return None
+        self._pending = (
+            _Pending(onset, now, utterance, published=True) if self.false_timeout > 0 else None
+        )
+        return Interrupt(onset)
+
+    def heard(
+        self, text: str, *, final: bool, audio_end: float, utterance: int | None, now: float
+    ) -> Decision | None:
+        """A transcript (partial or final) of ``utterance`` (None: the backend finds turns; the
+        audio up to ``audio_end`` s decides which speech it is)."""
+        p = self._pending
+        if p is None:
+            return None
+        if p.utterance is not None and utterance is not None:
+            if utterance < p.utterance:
+                return None  # earlier speech
+        elif audio_end <= p.onset:
+            return None
+        n = self.backchannels.substantive(text)
+        if not p.published:
+            if n >= self.min_words:
+                self._pending = None
+                return Interrupt(p.onset)
+            if final:
+                self._pending = None  # the speech ended without enough words: no barge-in
+            return None
+        if n:
+            self._pending = None  # real words: the interrupt stands
+            return None
+        if not final:
+            return None
+        self._pending = None
+        if now - p.at > self.false_timeout:
+            return None  # too late to take back: the assistant has moved on
+        reason = self.backchannels.reason(text)
+        assert reason is not None
+        return Cancel(reason)
+
+    def tick(self, now: float, *, speaking: bool, waits_for_final: bool) -> Decision | None:
+        """Clock: an interrupt past ``false_timeout`` stands. ``waits_for_final``: a final of the
+        speech will come (service endpointing); if not, and nothing was said with words by the
+        timeout and the voice has stopped, the speech held no words."""
+        p = self._pending
+        if p is None or not p.published or now - p.at < self.false_timeout:
+            return None
+        self._pending = None
+        if not waits_for_final and not speaking:
+            return Cancel("no_words")
+        return None
+
+    def reset(self) -> None:
+        """The client changed the state itself: whatever was pending is its business now."""
+        self._pending = None
