@@ -31,7 +31,7 @@ from .backends.base import (
 from .bargein import DEFAULT_BACKCHANNELS, Backchannels, BargeIn, Cancel, Decision
 from .config import Settings, comma_list
 from .endpoint import Endpointer, EndpointEvent
-from .interrupt import InterruptDetector
+from .interrupt import SURE, InterruptDetector
 from .protocol import (
     Chunk,
     Code,
@@ -62,6 +62,10 @@ QUIET_MS = 150
 # breath 33 dB down after "...for them" restarted speech and threw away the pause's decode. The
 # last voiced frame of "was" in 8 kHz telephone audio is 28 dB down and must still count.
 VOICE_BELOW_PEAK_DB = 30.0
+# A session's first half second never interrupts: with no audio before it, Silero calls the
+# abrupt start of loud hum or music speech for up to 0.45 s (utterances still start there, so
+# speech at the very start is transcribed whole).
+INTERRUPT_WARMUP = TARGET_RATE // 2
 
 
 # --- actions --------------------------------------------------------------------------------------
@@ -445,15 +449,18 @@ class Session:
         if info.voiced:
             self._last_voice = self.samples_heard
         barge_in_possible = (
-            self.state == "responding" and cfg.interrupt_enabled and not self._barge.holding
+            self.state == "responding"
+            and cfg.interrupt_enabled
+            and not self._barge.holding
+            and offset >= INTERRUPT_WARMUP
         )
         if not cfg.service_endpointing:  # the backend finds turns: stream everything
             if barge_in_possible:
-                self._check_interrupt(info.voiced, now, actions)
+                self._check_interrupt(info, now, actions)
             actions.append(SendAudio(frame, offset, 0))
             return
         if barge_in_possible:
-            self._check_interrupt(info.voiced, now, actions)
+            self._check_interrupt(info, now, actions)
 
         utt = self._utt
         voiced = info.voiced
@@ -496,8 +503,8 @@ class Session:
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
 
-    def _check_interrupt(self, voiced: bool, now: float, actions: list[Action]) -> None:
-        if self._interrupts.step(voiced):
+    def _check_interrupt(self, info: FrameInfo, now: float, actions: list[Action]) -> None:
+        if self._interrupts.step(info.voiced, info.probability >= SURE):
             ago = self._interrupts.onset_frames_ago()
             onset = self.samples_heard - ago * self.config.frame_samples
             self._interrupts.reset()

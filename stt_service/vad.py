@@ -111,6 +111,7 @@ class FrameClassifier:
 # --- the detectors, as the session core sees them -------------------------------------------------
 GATE_FLOOR_DB = -60.0  # quieter frames are silence without asking the network
 GATE_HANG = 8  # frames the network keeps running after the gate's last "speech" (256 ms)
+RESET_AFTER = 16  # frames without the network after which it starts afresh (512 ms)
 HYSTERESIS = 0.15  # once voiced, a frame stays voiced down to threshold - this
 _UNHEARD = FrameInfo(False, False, -120.0)  # a frame no detector looked at
 
@@ -205,7 +206,7 @@ class SileroDetector:
         self._todo: deque[_Frame] = deque()  # of those, the ones the network has not run on
         self._tail: Float32Array = np.zeros(CONTEXT, dtype=np.float32)
         self._hang = 0  # frames the network still runs after the gate's last "speech"
-        self._running = False  # the network ran on the last frame
+        self._off = RESET_AFTER  # frames since the network last ran
         self._voiced = False
         self.network_frames = 0  # frames the network ran on (the gate let them through)
         self.frames = 0
@@ -217,7 +218,7 @@ class SileroDetector:
             self._frames.append(_Frame(frame, _UNHEARD.energy_db, False, None, 0.0))
             self._tail = frame[-CONTEXT:].astype(np.float32) * np.float32(1 / 32768)
             self._hang = 0
-            self._running = False
+            self._off += 1
             return
         energy = rms_dbfs(frame)
         gate = energy >= GATE_FLOOR_DB and self._vad.is_speech(frame[:480].tobytes(), TARGET_RATE)
@@ -228,17 +229,18 @@ class SileroDetector:
             self._hang -= 1
         x = frame.astype(np.float32) * np.float32(1 / 32768)
         if run:
-            if not self._running:
-                # the network starts afresh after a gap: a state left by earlier speech calls
-                # the breath before the next words speech, and a replay after a failover
-                # (which starts in such a gap) must hear what the first owner heard
+            if self._off >= RESET_AFTER:
+                # the network starts afresh after a long gap: a state left by earlier speech
+                # calls the breath before the next words speech, and a replay after a failover
+                # (which starts in such a gap) must hear what the first owner heard. After a
+                # short gap it goes on: fresh, it calls the abrupt return of loud music speech
                 self.stream.reset()
-                self._running = True
+            self._off = 0
             item = _Frame(frame, energy, gate, np.concatenate((self._tail, x)), None)
             self._todo.append(item)
             self.network_frames += 1
         else:
-            self._running = False
+            self._off += 1
             item = _Frame(frame, energy, gate, None, 0.0)
         self._frames.append(item)
         self._tail = x[-CONTEXT:]
@@ -280,7 +282,7 @@ class SileroDetector:
         self._todo.clear()
         self._tail = np.zeros(CONTEXT, dtype=np.float32)
         self._hang = 0
-        self._running = False
+        self._off = RESET_AFTER
         self._voiced = False
 
 
