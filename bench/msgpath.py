@@ -88,6 +88,8 @@ from stt_service.embedded import EmbeddedNats  # noqa: E402
 
 RATE = 16000
 CHUNK_S = 0.1
+REARM_CHUNKS = 10  # --state responding: a state_change to responding every second
+REARM = msgpack.packb({"type": "state_change", "state": "responding"})
 CHUNK_BYTES = int(RATE * CHUNK_S) * 2
 INPUT = "ai.voice.stream"
 OUTPUT = "ai.voice.transcription"
@@ -329,9 +331,14 @@ async def role_publish(args: argparse.Namespace) -> None:
                     "session_id": ids[s],
                     "sample_rate": RATE,
                     "channels": 1,
-                    "state": "listening",
+                    "state": args.state,
                 }
                 await nc.publish(subjects[s], msgpack.packb(begin))
+                messages += 1
+            elif args.state == "responding" and k % REARM_CHUNKS == 0:
+                # the assistant speaks again: barge-in (the voice detector) is armed anew after
+                # each interrupt, so it runs on (nearly) every frame of every session
+                await nc.publish(subjects[s], REARM)
                 messages += 1
             audio = chunks[(offsets[s] + k) % len(chunks)]
             await nc.publish(subjects[s], chunk_message(audio))
@@ -495,6 +502,20 @@ def parse_worker_stats(line: str) -> dict[str, Any]:
             p50, p99, top, count = m.groups()
             out[key] = {"p50": float(p50), "p99": float(p99), "max": float(top)}
             out[key + "_count"] = int(count)
+    # Silero's network in the worker: frames, calls (so the mean batch) and CPU per frame
+    if m := re.search(
+        r"voice detector: (\d+) frames in (\d+) calls \(mean batch ([\d.]+)\), (\d+) us a frame",
+        line,
+    ):
+        frames, calls, batch, us = m.groups()
+        out["vad"] = {
+            "frames": int(frames),
+            "calls": int(calls),
+            "mean_batch": float(batch),
+            "us_per_frame": int(us),
+            # CPU per second of audio a speaking session costs, at 31.25 frames a second
+            "ms_per_audio_s": round(int(us) * 31.25 / 1000, 2),
+        }
     return out
 
 
@@ -702,7 +723,7 @@ async def run_level(
                     *("--url", nats_url, "--total", str(n), "--first", str(first)),
                     *("--sessions", str(count), "--duration", str(args.duration)),
                     *("--speed", str(args.speed), "--t0", repr(t0_epoch)),
-                    *("--ramp", str(args.ramp)),
+                    *("--ramp", str(args.ramp), "--state", args.state),
                 )
             )
         await asyncio.sleep(max(0.0, t0_epoch - time.time()))
@@ -1136,6 +1157,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
                     "duration_s": args.duration,
                     "speed": args.speed,
                     "ramp_s": args.ramp,
+                    "state": args.state,
                     "publishers": args.publishers,
                     "lag_limit_ms": args.lag_limit * 1000,
                     "emulator_h2_streams": args.emulator_h2_streams,
@@ -1184,6 +1206,13 @@ def parse_args() -> argparse.Namespace:
         default=CHUNK_S,
         help="seconds over which the sessions start (and end), evenly; the default starts "
         "them all within one chunk period",
+    )
+    ap.add_argument(
+        "--state",
+        choices=["listening", "responding"],
+        default="listening",
+        help="the sessions' state: responding arms barge-in, so the voice detector (Silero) runs "
+        "on every frame; each session says responding again every second after its interrupts",
     )
     ap.add_argument("--lag-limit", type=float, default=0.02, help="seconds: the p99 chunk lag bar")
     ap.add_argument(

@@ -5,11 +5,14 @@ The voice detector decides *that* someone spoke while the assistant was respondi
 it was a real barge-in. Sans-I/O: the session core feeds it the interrupt and the transcripts of
 the speech that caused it, and acts on what it answers.
 
-- ``min_words == 0`` (the default): the interrupt goes out at once. If the speech turns out to
-  hold no words (a cough, a laugh, noise the detector let through) or only backchannels
-  ("uh-huh", "yeah", "okay", ...), and that is known within ``false_timeout`` seconds of the
-  interrupt, it is taken back (``interrupt_cancelled``) and the assistant may resume. One word
-  that is not a backchannel confirms it.
+- ``min_words == 0`` (the default): the interrupt goes out at once. If the final of the speech
+  that caused it holds no words (a cough, a laugh, noise the detector let through) or only
+  backchannels ("uh-huh", "yeah", "okay", ...), and it comes within ``false_timeout`` seconds of
+  the end of that speech, the interrupt is taken back (``interrupt_cancelled``) and the assistant
+  may resume. (Counted from the end of the speech, not from the interrupt: a final comes only
+  after its speech ends, so a laugh of two seconds could never be taken back otherwise.) One
+  word in it that is not a backchannel confirms it; partials decide nothing (on a short sound
+  they are guesses: "uh-huh" read as "Uh-fuh").
 - ``min_words > 0``: the interrupt waits until the recognizer has heard that many words that are
   not backchannels; speech that never gets there interrupts nothing, so there is nothing to take
   back. Slower, and immune to coughs and "uh-huh".
@@ -38,15 +41,26 @@ DEFAULT_BACKCHANNELS = (
     "oh",
     "i see",
     "got it",
+    "aha",
 )
-# sounds a recognizer may spell that are not words: fillers and laughter
-NON_WORDS = frozenset(
-    {"uh", "um", "er", "erm", "ah", "hm", "hmm", "mm", "ha", "haha", "hahaha", "heh", "hehe"}
+# sounds a recognizer may spell that are not words: fillers, hums and laughter, however long
+# ("Mmm", "Uhhh", "Hahahaha")
+_NON_WORD = re.compile(
+    r"u+h+|u+m+|e+r+m*|a+h+|h+m+|m+|m+h+m+|h+a+h*|(h+a+){2,}h*|h+e+h+|(h+e+){2,}h*"
 )
+
+
+def non_word(word: str) -> bool:
+    return _NON_WORD.fullmatch(word) is not None
+
+
 _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫]")  # [coughs], (laughing), *sigh*
 _SPLIT = re.compile(r"[^a-z0-9']+")
 
 CancelReason = Literal["no_words", "backchannel"]
+# where the backend finds turns: seconds after the voice stopped with no word transcribed after
+# which the speech is taken to have held none (a Nova or Flux final with words comes well within)
+NO_FINAL_WAIT = 1.0
 
 
 def words(text: str) -> list[str]:
@@ -74,7 +88,7 @@ class Backchannels:
                     found += 1
                     break
             else:
-                count += tokens[i] not in NON_WORDS
+                count += not non_word(tokens[i])
                 i += 1
         return count, found
 
@@ -96,6 +110,8 @@ class _Pending:
     at: float  # when the interrupt went out (or, held for words, when the voice was heard)
     utterance: int | None  # the utterance holding the speech (service endpointing)
     published: bool  # the interrupt went out; else it waits for words
+    ended: float | None = None  # when the speech ended (the clock): the take-back time runs
+    words: bool = False  # some transcript of it, a partial too, held a word
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +180,7 @@ class BargeIn:
         elif audio_end <= p.onset:
             return None
         n = self.backchannels.substantive(text)
+        p.words = p.words or n > 0
         if not p.published:
             if n >= self.min_words:
                 self._pending = None
@@ -171,28 +188,55 @@ class BargeIn:
             if final:
                 self._pending = None  # the speech ended without enough words: no barge-in
             return None
-        if n:
-            self._pending = None  # real words: the interrupt stands
-            return None
         if not final:
+            # a partial of a short sound is a guess ("uh-huh" read as "Uh-fuh"): only the final
+            # decides whether an interrupt that went out stands
             return None
         self._pending = None
-        if now - p.at > self.false_timeout:
+        if n:
+            return None  # real words: the interrupt stands
+        if p.ended is not None and now - p.ended > self.false_timeout:
             return None  # too late to take back: the assistant has moved on
         reason = self.backchannels.reason(text)
         assert reason is not None
         return Cancel(reason)
 
-    def tick(self, now: float, *, speaking: bool, waits_for_final: bool) -> Decision | None:
-        """Clock: an interrupt past ``false_timeout`` stands. ``waits_for_final``: a final of the
-        speech will come (service endpointing); if not, and nothing was said with words by the
-        timeout and the voice has stopped, the speech held no words."""
+    def ended(self, now: float, utterance: int | None = None) -> None:
+        """The speech that caused the interrupt ended now (its utterance, where the service
+        finds them): ``false_timeout`` counts from here."""
         p = self._pending
-        if p is None or not p.published or now - p.at < self.false_timeout:
+        if (
+            p is not None
+            and p.ended is None
+            and (p.utterance is None or utterance is None or utterance >= p.utterance)
+        ):
+            p.ended = now
+
+    def tick(self, now: float, *, speaking: bool, waits_for_final: bool) -> Decision | None:
+        """Clock. ``waits_for_final``: a final of the speech will come (the service finds the
+        utterances) and decides. Else (the backend finds turns, and may make none of a cough)
+        the end of the voice is the end of the speech, and if no transcript of it held a word
+        ``NO_FINAL_WAIT`` later, it held none. An interrupt ``false_timeout`` past the end of
+        its speech stands."""
+        p = self._pending
+        if p is None or not p.published:
             return None
-        self._pending = None
-        if not waits_for_final and not speaking:
+        if not waits_for_final:
+            if speaking:
+                p.ended = None
+            elif p.ended is None:
+                p.ended = now
+        if p.ended is None:
+            return None
+        if (
+            not waits_for_final
+            and not p.words
+            and now - p.ended >= min(NO_FINAL_WAIT, self.false_timeout)
+        ):
+            self._pending = None
             return Cancel("no_words")
+        if now - p.ended > self.false_timeout:
+            self._pending = None
         return None
 
     def reset(self) -> None:

@@ -223,12 +223,16 @@ class Settings(BaseSettings):
     stt_vad_aggressiveness: int = Field(
         2, ge=0, le=3, description="webrtcvad aggressiveness 0-3 (webrtc; for silero, its gate)"
     )
-    stt_vad_frame_ms: Literal[10, 20, 30] = Field(
-        30, description="VAD frame length in ms (webrtc; silero's frames are 32 ms)"
+    stt_vad_frame_ms: int = Field(
+        30, description="VAD frame length in ms: 10, 20 or 30 (webrtc; silero's frames are 32 ms)"
     )
     stt_enable_interrupt_detection: bool = Field(True, description="publish barge-in interrupts")
     stt_interrupt_min_speech_ms: int = Field(
-        150, ge=30, le=5000, description="voiced speech while responding before an interrupt fires"
+        120,
+        ge=30,
+        le=5000,
+        description="voiced speech while responding before an interrupt fires (4 of Silero's "
+        "32 ms frames)",
     )
     stt_interrupt_min_words: int = Field(
         0,
@@ -358,6 +362,14 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, v: object) -> object:
         return v.upper() if isinstance(v, str) else v
+
+    @field_validator("stt_vad_frame_ms")
+    @classmethod
+    def _frame_ms(cls, v: int) -> int:
+        # an int Literal refuses the environment's "20": checked here instead
+        if v not in (10, 20, 30):
+            raise ValueError("must be 10, 20 or 30 (webrtcvad's frame lengths)")
+        return v
 
     @field_validator("stt_input_subject", "stt_output_subject")
     @classmethod

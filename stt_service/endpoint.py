@@ -39,19 +39,27 @@ class Endpointer:
         self.hangover_frames = max(1, round(hangover_ms / frame_ms))
         pause = round(pause_ms / frame_ms)
         self.pause_frames = pause if 0 < pause < self.hangover_frames else 0
-        self._recent: deque[bool] = deque(maxlen=max(self.start_frames, window_ms // frame_ms))
+        self._recent: deque[tuple[bool, bool]] = deque(
+            maxlen=max(self.start_frames, window_ms // frame_ms)
+        )
         self.in_speech = False
         self.silent_frames = 0
 
-    def step(self, voiced: bool) -> EndpointEvent | None:
+    def step(self, voiced: bool, sure: bool | None = None) -> EndpointEvent | None:
+        """One frame's verdict. ``sure``: the detector is certain of this frame's voice (Silero
+        at 0.9 or more; None: as sure as ``voiced``); a start needs one sure frame in the window,
+        so the abrupt start of loud music, which holds Silero between 0.5 and 0.9 for a few
+        hundred milliseconds, starts no utterance."""
         if not self.enabled:
             if not self.in_speech:
                 self.in_speech = True
                 return EndpointEvent.START
             return None
         if not self.in_speech:
-            self._recent.append(voiced)
-            if sum(self._recent) >= self.start_frames:
+            self._recent.append((voiced, voiced if sure is None else sure and voiced))
+            if sum(v for v, _ in self._recent) >= self.start_frames and any(
+                s for _, s in self._recent
+            ):
                 self.in_speech = True
                 self.silent_frames = 0
                 self._recent.clear()

@@ -135,7 +135,7 @@ class SessionConfig:
     trailing_ms: int = 300  # silence kept after the last voiced frame of an utterance
     max_utterance_samples: int = 256_000
     interrupt_enabled: bool = True
-    interrupt_min_speech_ms: int = 150
+    interrupt_min_speech_ms: int = 120
     interrupt_min_words: int = 0  # >0: the interrupt waits for this many words (not backchannels)
     false_interrupt_timeout: float = 2.0  # an interrupt may be taken back this long after; 0: never
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
@@ -361,7 +361,7 @@ class Session:
                         self.samples_heard += rest.size
                         self._queued += rest.size
                     return [*actions, EndUtterance(0)]
-                return self._end_utterance()
+                return self._end_utterance(now)
             case End():
                 return self._close(now, reason="end")
         return []  # pragma: no cover - exhaustive above
@@ -466,7 +466,7 @@ class Session:
         voiced = info.voiced
         if utt is not None and voiced and info.energy_db < utt.peak_db - VOICE_BELOW_PEAK_DB:
             voiced = False  # far below this utterance's voice: a hum or a breath, not the speaker
-        event = self._endpointer.step(voiced)
+        event = self._endpointer.step(voiced, info.probability >= SURE)
         if utt is None:
             if event is EndpointEvent.START:
                 utt = self._begin_utterance(offset, actions)
@@ -499,7 +499,7 @@ class Session:
             utt.speculated = True
             actions.append(Speculate(utt.index))
         elif event is EndpointEvent.END or (utt.finished and self._quiet_since_pause(utt)):
-            actions += self._end_utterance()
+            actions += self._end_utterance(now)
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
 
@@ -572,11 +572,12 @@ class Session:
             actions.append(SendAudio(held, off, utt.index))
         self._held.clear()
 
-    def _end_utterance(self) -> list[Action]:
+    def _end_utterance(self, now: float) -> list[Action]:
         """Speech ended (hangover, finalize, clock timeout, end): send the final's audio, flush."""
         utt = self._utt
         if utt is None:
             return []
+        self._barge.ended(now, utt.index)  # an interrupt's take-back time counts from here
         actions: list[Action] = []
         # after a pause was decoded, its trailing silence is already sent: adding more would only
         # make that decode unusable as the final
@@ -637,7 +638,7 @@ class Session:
                 # soon as it is (a fricative such as the "sh" of "selfish" is no pause)
                 utt.finished = True
                 if self._quiet_since_pause(utt):
-                    return self._end_utterance()
+                    return self._end_utterance(now)
             return []
         actions: list[Action] = []
         if (
@@ -652,6 +653,19 @@ class Session:
             return actions  # a late partial, or a repeated final: never publish it
         if ev.audio_end <= self._final_floor + 0.02:
             return actions  # replayed after a failover: its audio's final was published
+        if (
+            self.config.interrupt_min_words > 0
+            and self.state == "responding"
+            and self.config.interrupt_enabled
+            and not self._barge.pending
+            and ev.text.strip()
+        ):
+            # words before the voice detector decided (the first partial can decode the pre-roll
+            # and a word or two): they are what this mode waits for, so they count
+            span = self._speech.get(ev.utterance) if self.config.service_endpointing else None
+            onset = span[0] / TARGET_RATE if span else ev.audio_start
+            utterance = ev.utterance if self.config.service_endpointing else None
+            self._barge.voice(onset, now, utterance)
         if self._barge.pending:
             decision = self._barge.heard(
                 ev.text,
@@ -770,7 +784,7 @@ class Session:
             and not pending_audio
             and now - self.audio_due_at >= chunk_timeout_s
         ):
-            actions += self._end_utterance()
+            actions += self._end_utterance(now)
         return actions
 
     def close(self, now: float, reason: str) -> list[Action]:
@@ -797,7 +811,7 @@ class Session:
             self._detector.resolve_inline()
             for frame, info in self._detector.ready():
                 self._on_frame(frame, info, now, actions)
-        actions += self._end_utterance()
+        actions += self._end_utterance(now)
         self.closed = True
         actions.append(Close(reason))
         return actions

@@ -230,6 +230,30 @@ class Telemetry:
             unit="{message}",
             description="outbound messages that could not be published",
         )
+        self.interrupts = m.create_counter(
+            "stt.interrupts",
+            unit="{interrupt}",
+            description="barge-in interrupts published (stt.event=interrupt) and taken back "
+            "(stt.event=cancelled, stt.reason=no_words or backchannel)",
+        )
+        # Silero's network calls in the voice batcher, read at export (plain totals): frames over
+        # calls is the mean batch size
+        self.vad_frames = 0
+        self.vad_calls = 0
+        self.vad = [
+            m.create_observable_counter(
+                "stt.vad.frames",
+                [lambda _: [Observation(self.vad_frames, self.attrs)]],
+                unit="{frame}",
+                description="32 ms frames Silero's network ran on",
+            ),
+            m.create_observable_counter(
+                "stt.vad.calls",
+                [lambda _: [Observation(self.vad_calls, self.attrs)]],
+                unit="{call}",
+                description="calls of Silero's network (one for many sessions' frames)",
+            ),
+        ]
         self.resumed = m.create_counter(
             "stt.sessions.resumed",
             unit="{session}",

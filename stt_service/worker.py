@@ -81,6 +81,9 @@ class _Live:
     pump: asyncio.Task[None] | None = None
     on_close: list[dict[str, Any]] = field(default_factory=list)  # published after the last final
     refusing: bool = False  # chunks are being refused: the recognizer is behind
+    # client timestamps of chunks whose frames wait for the voice batcher: their lag is counted
+    # when it has decided them
+    voice_due: list[float] = field(default_factory=list)
     # jetstream mode: the partition, and the replay point (stream sequence of the first inbound
     # message a replay would start at, and the session's state just before it)
     partition: int = -1
@@ -746,7 +749,10 @@ class Worker:
                 self.tel.audio_received += (live.session.queued - heard) / 16000
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
-                    self.stats.chunk_lag.add(time.time() - parsed.timestamp)
+                    if live.session.awaiting_voice:  # handled once the voice batcher decided it
+                        live.voice_due.append(parsed.timestamp)
+                    else:
+                        self.stats.chunk_lag.add(time.time() - parsed.timestamp)
         except Exception:
             log.exception("session %s: internal error handling a message", sid)
             await self._reply_error(
@@ -852,6 +858,18 @@ class Worker:
                     if self.config.service_endpointing:
                         live.trace.utterance(utterance)
                 case Publish(message):
+                    kind = message.get("type")
+                    if kind == "interrupt":
+                        self.tel.interrupts.add(1, {**self.tel.attrs, "stt.event": "interrupt"})
+                    elif kind == "interrupt_cancelled":
+                        self.tel.interrupts.add(
+                            1,
+                            {
+                                **self.tel.attrs,
+                                "stt.event": "cancelled",
+                                "stt.reason": str(message.get("reason")),
+                            },
+                        )
                     with live.trace.publishing(message):
                         await self._publish(live.session.id, message, live)
                 case EndUtterance(utterance, until):
@@ -942,6 +960,8 @@ class Worker:
 
     async def _voice_ready(self, lives: list[_Live]) -> None:
         """The voice batcher decided these sessions' waiting frames: each goes on from there."""
+        self.tel.vad_frames = self.voicebatch.stats.frames
+        self.tel.vad_calls = self.voicebatch.stats.calls
         now = time.time()
         for live in lives:
             if live.abandoned or live.session.closed:
@@ -951,6 +971,11 @@ class Worker:
                     await self._execute(live, live.session.voice_ready(now))
                 if live.session.awaiting_voice:  # messages queued behind those frames brought more
                     self.voicebatch.want(live)
+                elif live.voice_due:  # every chunk received so far is handled now
+                    done = time.time()
+                    for sent in live.voice_due:
+                        self.stats.chunk_lag.add(done - sent)
+                    live.voice_due.clear()
             except Exception:  # one broken session must not hold up the others' voices
                 log.exception("session %s: internal error after voice detection", live.session.id)
 

@@ -36,6 +36,9 @@ def test_words(text: str, expected: list[str]) -> None:
         ("(coughs)", 0, "no_words"),
         ("Ha ha ha.", 0, "no_words"),
         ("Um, uh...", 0, "no_words"),
+        ("Mmm. Uhhh, hahahaha! Heh.", 0, "no_words"),
+        ("He was", 2, None),  # "he" is a word, "hehe" is not
+        ("Hehe, her hat", 2, None),
         ("Yeah, wait a second", 3, None),
         ("Oh no!", 1, None),
         ("Stop.", 1, None),
@@ -56,13 +59,25 @@ def test_the_backchannel_list_is_configurable() -> None:
     assert b.reason("Uh huh") == "backchannel"  # spelled without the hyphen
 
 
-def test_an_interrupt_goes_out_at_once_and_a_word_confirms_it() -> None:
+def test_an_interrupt_goes_out_at_once_and_the_final_s_words_confirm_it() -> None:
     b = BargeIn()
     assert b.voice(2.0, T, utterance=3) == Interrupt(2.0)
     assert b.pending
-    assert b.heard("Wait", final=False, audio_end=2.5, utterance=3, now=T + 0.4) is None
+    # partials decide nothing: on a short sound they are guesses
+    assert b.heard("Uh-fuh", final=False, audio_end=2.5, utterance=3, now=T + 0.4) is None
+    assert b.pending
+    assert b.heard("Wait, stop.", final=True, audio_end=3.0, utterance=3, now=T + 1) is None
     assert not b.pending  # real words: nothing more to decide
-    assert b.heard("", final=True, audio_end=3.0, utterance=3, now=T + 1) is None
+    assert b.heard("", final=True, audio_end=4.0, utterance=4, now=T + 1.5) is None
+
+
+def test_a_misheard_partial_does_not_keep_a_backchannel_from_being_taken_back() -> None:
+    b = BargeIn()
+    b.voice(2.0, T, utterance=0)
+    assert b.heard("Uh-fuh", final=False, audio_end=2.5, utterance=0, now=T + 0.4) is None
+    assert b.heard("Uh-huh.", final=True, audio_end=2.6, utterance=0, now=T + 1.1) == Cancel(
+        "backchannel"
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,8 +103,20 @@ def test_an_earlier_utterances_final_decides_nothing() -> None:
 def test_too_late_to_take_back() -> None:
     b = BargeIn(false_timeout=1.5)
     b.voice(2.0, T, utterance=0)
-    assert b.heard("Uh-huh.", final=True, audio_end=3.0, utterance=0, now=T + 1.6) is None
+    b.ended(T + 0.5, utterance=0)
+    assert b.heard("Uh-huh.", final=True, audio_end=3.0, utterance=0, now=T + 2.1) is None
     assert not b.pending
+
+
+def test_the_time_to_take_back_runs_from_the_end_of_the_speech() -> None:
+    """A laugh of three seconds: its final comes only after it ends, long after the interrupt,
+    and is still in time."""
+    b = BargeIn(false_timeout=1.5)
+    b.voice(2.0, T, utterance=0)
+    assert b.tick(T + 3.0, speaking=True, waits_for_final=True) is None
+    b.ended(T + 3.0, utterance=0)
+    assert b.tick(T + 3.5, speaking=False, waits_for_final=True) is None
+    assert b.heard("", final=True, audio_end=5.0, utterance=0, now=T + 3.9) == Cancel("no_words")
 
 
 def test_no_timeout_means_never_taken_back() -> None:
@@ -117,17 +144,26 @@ def test_with_min_words_a_backchannel_interrupts_nothing() -> None:
 
 
 def test_backend_turns_without_a_final_are_taken_back_on_the_clock() -> None:
-    """Where the backend finds turns, noise may never become a final: once the timeout passes
-    with no word heard and no voice, the speech held no words."""
+    """Where the backend finds turns, noise may never become a final: once the voice has been
+    gone a second with no word transcribed, the speech held no words."""
     b = BargeIn(false_timeout=2.0)
     b.voice(2.0, T, utterance=None)
-    assert b.tick(T + 1.0, speaking=False, waits_for_final=False) is None
-    assert b.tick(T + 2.1, speaking=False, waits_for_final=False) == Cancel("no_words")
+    assert b.tick(T + 0.5, speaking=True, waits_for_final=False) is None
+    assert b.tick(T + 1.0, speaking=False, waits_for_final=False) is None  # the voice stopped
+    assert b.tick(T + 1.5, speaking=False, waits_for_final=False) is None
+    assert b.tick(T + 2.0, speaking=False, waits_for_final=False) == Cancel("no_words")
+    # a word in a partial: the final decides, and without one the interrupt stands
     b.voice(9.0, T + 5, utterance=None)
-    assert b.tick(T + 7.5, speaking=True, waits_for_final=False) is None  # still talking: stands
+    b.heard("Wait", final=False, audio_end=9.5, utterance=None, now=T + 5.3)
+    assert b.tick(T + 6.0, speaking=False, waits_for_final=False) is None
+    assert b.tick(T + 8.1, speaking=False, waits_for_final=False) is None
     assert not b.pending
-    b.voice(12.0, T + 8, utterance=3)
-    assert b.tick(T + 10.5, speaking=False, waits_for_final=True) is None  # the final decides
+    # the service finds the utterances: only the final decides
+    b.voice(12.0, T + 10, utterance=3)
+    b.ended(T + 10.5, utterance=3)
+    assert b.tick(T + 12.0, speaking=False, waits_for_final=True) is None
+    assert b.pending
+    assert b.tick(T + 12.6, speaking=False, waits_for_final=True) is None  # 2 s after: stands
     assert not b.pending
 
 

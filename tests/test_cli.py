@@ -16,6 +16,7 @@ import nats
 import numpy as np
 import pytest
 
+from stt_service.cli import format_message
 from stt_service.client import ResultCollector, stream_audio, word_error_rate
 from stt_service.embedded import EmbeddedNats
 
@@ -216,17 +217,32 @@ def test_send_rejects_a_file_that_is_not_wav(tmp_path: Path) -> None:
     assert "ffmpeg" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_bad_configuration_fails_with_one_line() -> None:
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("STT_VAD_AGGRESSIVENESS", "7"), ("STT_VAD", "neural"), ("STT_FALSE_INTERRUPT_TIMEOUT", "x")],
+)
+def test_bad_configuration_fails_with_one_line(variable: str, value: str) -> None:
     out = subprocess.run(
         [*CLI, "serve"],
-        env=_env("nats://127.0.0.1:1", STT_VAD_AGGRESSIVENESS="7"),
+        env=_env("nats://127.0.0.1:1", **{variable: value}),
         text=True,
         capture_output=True,
         timeout=60,
     )
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "STT_VAD_AGGRESSIVENESS" in lines[0], out.stderr
+    assert len(lines) == 1 and variable in lines[0], out.stderr
+
+
+def test_tail_prints_interrupts_and_their_take_back_readably() -> None:
+    base = {"session_id": "s", "timestamp": 1.0, "speaker_id": "ann"}
+    assert format_message({**base, "type": "interrupt"}) == (
+        "⚡ interrupt (speaker ann): user barged in, state -> listening"
+    )
+    line = format_message({**base, "type": "interrupt_cancelled", "reason": "backchannel"})
+    assert line == "↩ interrupt taken back (speaker ann): only a backchannel, state -> responding"
+    line = format_message({**base, "type": "interrupt_cancelled", "reason": "no_words"})
+    assert "the speech held no words" in line and "{" not in line
 
 
 def test_unreachable_nats_fails_with_one_line() -> None:

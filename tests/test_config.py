@@ -71,6 +71,13 @@ def test_valid_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         ("STT_INPUT_SUBJECT", "a.*"),
         ("STT_OUTPUT_SUBJECT", "a.>"),
         ("STT_BUFFER_SIZE_BYTES", "10"),
+        ("STT_VAD", "rnnoise"),
+        ("STT_VAD_THRESHOLD", "1.5"),
+        ("STT_VAD_FRAME_MS", "32"),
+        ("STT_VAD_BATCH_MS", "-5"),
+        ("STT_INTERRUPT_MIN_WORDS", "-1"),
+        ("STT_INTERRUPT_MIN_WORDS", "two"),
+        ("STT_FALSE_INTERRUPT_TIMEOUT", "-0.5"),
     ],
 )
 def test_invalid_value_is_one_line_naming_the_variable(
@@ -122,3 +129,20 @@ def test_lower_case_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("stt_vad_aggressiveness", "9")
     with pytest.raises(ConfigError, match="STT_VAD_AGGRESSIVENESS"):
         load_settings()
+
+
+def test_voice_detection_and_barge_in_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    cfg = SessionConfig.from_settings(s)
+    assert (cfg.vad, cfg.vad_threshold, cfg.frame_ms) == ("silero", 0.5, 32)
+    assert cfg.interrupt_min_words == 0 and cfg.false_interrupt_timeout == 2.0
+    assert "uh-huh" in cfg.backchannels and "yeah" in cfg.backchannels
+    monkeypatch.setenv("STT_VAD", "webrtc")
+    monkeypatch.setenv("STT_VAD_FRAME_MS", "20")
+    monkeypatch.setenv("STT_INTERRUPT_MIN_WORDS", "2")
+    monkeypatch.setenv("STT_FALSE_INTERRUPT_TIMEOUT", "0")
+    monkeypatch.setenv("STT_BACKCHANNEL_WORDS", " uh-huh , sounds good,,")
+    cfg = SessionConfig.from_settings(load_settings())
+    assert (cfg.vad, cfg.frame_ms) == ("webrtc", 20)  # the old detector keeps its frame setting
+    assert cfg.interrupt_min_words == 2 and cfg.false_interrupt_timeout == 0.0
+    assert cfg.backchannels == ("uh-huh", "sounds good")

@@ -518,6 +518,16 @@ def test_slim_image_has_remote_backends_and_no_ctranslate2(slim: Build) -> None:
     assert proc.returncode == 0, proc.stderr
     # installed as a wheel, so the runtime stage needs only the venv
     assert Path(proc.stdout.strip()).is_relative_to(slim.venv), proc.stdout
+    # the remote recognizers need voice detection too: Silero's model and runtime are there
+    proc = slim.python(
+        "import numpy as np; from stt_service.silero import SileroStream, shared_model;"
+        "m = shared_model(); x = np.zeros(576, np.float32);"
+        "print(m.path, float(m.probabilities([SileroStream()], [x])[0]))",
+        env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    path, silence = proc.stdout.split()
+    assert Path(path).is_relative_to(slim.venv) and float(silence) < 0.1, proc.stdout
 
 
 def test_slim_image_serves_health_and_drains_on_sigterm(slim: Build, tmp_path: Path) -> None:
