@@ -6,7 +6,9 @@ it was a real barge-in. Sans-I/O: the session core feeds it the interrupt and th
 the speech that caused it, and acts on what it answers.
 
 - ``min_words == 0`` (the default): the interrupt goes out at once. If the final of the speech
-  that caused it holds no words (a cough, a laugh, noise the detector let through) or only
+  that caused it holds no words (a cough, a laugh, noise the detector let through; but not a
+  second of voice or more: that is speech the recognizer cannot read, a language it does not
+  know or a bad line) or only
   backchannels ("uh-huh", "yeah", "okay", ...), and it comes within ``false_timeout`` seconds of
   the end of that speech, the interrupt is taken back (``interrupt_cancelled``) and the assistant
   may resume. (Counted from the end of the speech, not from the interrupt: a final comes only
@@ -58,6 +60,9 @@ _ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|[♪♫]")  # [coughs]
 _SPLIT = re.compile(r"[^a-z0-9']+")
 
 CancelReason = Literal["no_words", "backchannel"]
+# speech with this much voice that the recognizer reads no word in is taken to be a barge-in it
+# cannot read (another language, a bad line), not a cough: its interrupt stands
+NO_WORDS_MAX_VOICED_S = 1.0
 # where the backend finds turns: seconds after the voice stopped with no word transcribed after
 # which the speech is taken to have held none (a Nova or Flux final with words comes well within)
 NO_FINAL_WAIT = 1.0
@@ -112,6 +117,7 @@ class _Pending:
     published: bool  # the interrupt went out; else it waits for words
     ended: float | None = None  # when the speech ended (the clock): the take-back time runs
     words: bool = False  # some transcript of it, a partial too, held a word
+    voiced_s: float | None = None  # how much of it the voice detector called voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,11 +205,15 @@ class BargeIn:
             return None  # too late to take back: the assistant has moved on
         reason = self.backchannels.reason(text)
         assert reason is not None
+        if reason == "no_words" and (p.voiced_s or 0.0) >= NO_WORDS_MAX_VOICED_S:
+            return None  # a second of voice with no word read: speech the model cannot read
         return Cancel(reason)
 
-    def ended(self, now: float, utterance: int | None = None) -> None:
+    def ended(
+        self, now: float, utterance: int | None = None, voiced_s: float | None = None
+    ) -> None:
         """The speech that caused the interrupt ended now (its utterance, where the service
-        finds them): ``false_timeout`` counts from here."""
+        finds them, with ``voiced_s`` seconds of voice): ``false_timeout`` counts from here."""
         p = self._pending
         if (
             p is not None
@@ -211,6 +221,7 @@ class BargeIn:
             and (p.utterance is None or utterance is None or utterance >= p.utterance)
         ):
             p.ended = now
+            p.voiced_s = voiced_s
 
     def tick(self, now: float, *, speaking: bool, waits_for_final: bool) -> Decision | None:
         """Clock. ``waits_for_final``: a final of the speech will come (the service finds the

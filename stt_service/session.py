@@ -577,7 +577,8 @@ class Session:
         utt = self._utt
         if utt is None:
             return []
-        self._barge.ended(now, utt.index)  # an interrupt's take-back time counts from here
+        # an interrupt's take-back time counts from here
+        self._barge.ended(now, utt.index, utt.voiced_frames * self.config.frame_ms / 1000)
         actions: list[Action] = []
         # after a pause was decoded, its trailing silence is already sent: adding more would only
         # make that decode unusable as the final

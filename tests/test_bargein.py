@@ -119,6 +119,25 @@ def test_the_time_to_take_back_runs_from_the_end_of_the_speech() -> None:
     assert b.heard("", final=True, audio_end=5.0, utterance=0, now=T + 3.9) == Cancel("no_words")
 
 
+def test_a_second_of_voice_read_as_nothing_is_speech_the_model_cannot_read() -> None:
+    """French over a noisy line to an English model: its final is empty, but a cough is not a
+    second of voice. The interrupt stands; a short sound read as nothing is still taken back,
+    and so is a long backchannel."""
+    b = BargeIn(false_timeout=2.0)
+    b.voice(2.0, T, utterance=0)
+    b.ended(T + 1.8, utterance=0, voiced_s=1.6)
+    assert b.heard("", final=True, audio_end=4.0, utterance=0, now=T + 2.3) is None
+    assert not b.pending
+    b.voice(6.0, T + 5, utterance=1)
+    b.ended(T + 5.5, utterance=1, voiced_s=0.4)
+    assert b.heard("", final=True, audio_end=7.0, utterance=1, now=T + 6) == Cancel("no_words")
+    b.voice(9.0, T + 8, utterance=2)
+    b.ended(T + 9.5, utterance=2, voiced_s=1.3)
+    assert b.heard("Yeah, yeah, yeah.", final=True, audio_end=11.0, utterance=2, now=T + 10) == (
+        Cancel("backchannel")
+    )
+
+
 def test_no_timeout_means_never_taken_back() -> None:
     b = BargeIn(false_timeout=0.0)
     assert b.voice(2.0, T, utterance=0) == Interrupt(2.0)

@@ -9,10 +9,13 @@ import numpy as np
 
 from stt_service.backends.base import RecognitionEvent
 from stt_service.session import Measure, Session, SessionConfig
-from tests.speech import silence, utterance
+from tests.speech import silence, speech_bounds, utterance
 from tests.test_session import T0, feed, msg, published
 
 SPEECH = np.concatenate([silence(1.0), utterance("0880").samples, silence(1.2)])
+_on = int(speech_bounds(utterance("0880").samples)[0] * 16000)
+# a short sound: the first 0.6 s of the sentence's voice (a cough or an "uh" is as long)
+SHORT = np.concatenate([silence(1.0), utterance("0880").samples[_on : _on + 9600], silence(1.2)])
 
 
 def responding(config: SessionConfig | None = None) -> Session:
@@ -36,7 +39,7 @@ def test_a_final_with_words_lets_the_interrupt_stand() -> None:
 
 def test_a_final_without_words_takes_it_back_and_responding_resumes() -> None:
     s = responding()
-    _, now = feed(s, SPEECH, T0)
+    _, now = feed(s, SHORT, T0)
     assert s.state == "listening"
     out = s.on_event(final(""), now)
     (cancel,) = published(out)
@@ -51,6 +54,16 @@ def test_a_final_without_words_takes_it_back_and_responding_resumes() -> None:
     # barge-in is armed again: the next speech interrupts anew
     more, _ = feed(s, SPEECH, now)
     assert [m["type"] for m in published(more)] == ["interrupt"]
+
+
+def test_a_sentence_the_recognizer_reads_no_word_in_still_interrupts() -> None:
+    """Seconds of voice with an empty final: a language the model does not know, or a bad
+    line; not a cough."""
+    s = responding()
+    _, now = feed(s, SPEECH, T0)
+    assert s.state == "listening"
+    assert published(s.on_event(final(""), now)) == []
+    assert s.state == "listening" and s.cancelled_interrupts == 0
 
 
 def test_a_backchannel_is_taken_back_and_still_transcribed() -> None:
