@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -301,6 +302,12 @@ async def main() -> None:
         "--env", action="append", default=[], metavar="KEY=VALUE", help="a worker setting"
     )
     ap.add_argument("--label", default="results", help="names the JSON file: {out}/{label}.json")
+    ap.add_argument(
+        "--realtime",
+        choices=["vllm", "openai"],
+        help="STT_BACKEND=realtime against the bundled realtime emulator speaking this dialect "
+        "over WebSocket (Whisper tiny.en behind it, in this process: same model as local)",
+    )
     args = ap.parse_args()
     levels = [int(x) for x in args.sessions.split(",")]
 
@@ -310,10 +317,29 @@ async def main() -> None:
     print(f"offline baseline: WER {baseline['wer']:.1%}, RTF {baseline['rtf']}", flush=True)
 
     env = dict(kv.split("=", 1) for kv in args.env)
+    emulator = contextlib.AsyncExitStack()
+    if args.realtime:
+        from stt_service.emulator.realtime import RealtimeServer, shared_transcriber
+
+        srv = await emulator.enter_async_context(RealtimeServer(transcriber=shared_transcriber()))
+        env = {
+            "STT_BACKEND": "realtime",
+            "REALTIME_DIALECT": args.realtime,
+            "REALTIME_URL": srv.url,
+            **env,
+        }
     if env:
         print(f"worker settings: {env}", flush=True)
     print(f"session starts spread over {args.spread:g} s", flush=True)
     runs: list[RunResult] = []
+    async with emulator:
+        await _levels(args, env, levels, runs)
+    _report(args, machine, env, baseline, runs)
+
+
+async def _levels(
+    args: argparse.Namespace, env: dict[str, str], levels: list[int], runs: list[RunResult]
+) -> None:
     with EmbeddedNats() as nats:
         for n in levels:
             worker = WorkerProcess(nats.url, {"STT_MAX_SESSIONS": str(n + 10), **env})
@@ -330,6 +356,14 @@ async def main() -> None:
             runs.append(r)
             print(f"  {json.dumps(asdict(r))}", flush=True)
 
+
+def _report(
+    args: argparse.Namespace,
+    machine: str,
+    env: dict[str, str],
+    baseline: dict[str, Any],
+    runs: list[RunResult],
+) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.label}.json"

@@ -453,6 +453,7 @@ def cmd_list_endpoints(args: argparse.Namespace) -> int:
 # --- emulate --------------------------------------------------------------------------------------
 def cmd_emulate(args: argparse.Namespace) -> int:
     try:
+        from .emulator.realtime import RealtimeServer
         from .emulator.sagemaker import SageMakerEmulator
         from .emulator.websocket import DeepgramWebSocketEmulator
     except ImportError as exc:
@@ -469,6 +470,7 @@ def cmd_emulate(args: argparse.Namespace) -> int:
         async with (
             SageMakerEmulator(script=script, port=args.port) as sm,
             DeepgramWebSocketEmulator(script=script, api_key=args.api_key, port=args.ws_port) as ws,
+            RealtimeServer(port=args.realtime_port) as rt,
         ):
             print(
                 "Deepgram emulators (Flux on v2/listen, Nova on v1/listen); no speech recognition:"
@@ -481,7 +483,15 @@ def cmd_emulate(args: argparse.Namespace) -> int:
             print("  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test  # any")
             print(f"Deepgram's hosted API on {ws.url}:")
             print(f"  export DEEPGRAM_URL={ws.url} DEEPGRAM_API_KEY={args.api_key}")
-            print("then: STT_BACKEND=flux (or nova) stt-service serve.  Ctrl-C stops.", flush=True)
+            print("then: STT_BACKEND=flux (or nova) stt-service serve.\n")
+            print(
+                "A realtime ASR server (vLLM Realtime and OpenAI Realtime; it recognises speech "
+                "with the bundled Whisper tiny.en):"
+            )
+            print(f"  export STT_BACKEND=realtime REALTIME_URL={rt.url}")
+            print("  export REALTIME_DIALECT=vllm  # or openai")
+            print("or on the SageMaker emulator above: unset REALTIME_URL (no invocation path).")
+            print("Ctrl-C stops.", flush=True)
             if args.duration:
                 await asyncio.sleep(args.duration)
             else:
@@ -584,11 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_list_endpoints)
 
     sp = sub.add_parser(
-        "emulate", help="local stand-ins for Deepgram on SageMaker and Deepgram's API (testing)"
+        "emulate",
+        help="local stand-ins for SageMaker, Deepgram's API and a realtime ASR server (testing)",
     )
     sp.add_argument("--port", type=int, default=8443, help="SageMaker emulator port (8443)")
     sp.add_argument("--ws-port", type=int, default=8444, help="WebSocket emulator port (8444)")
     sp.add_argument("--api-key", default="test-key", help="the key the WebSocket one accepts")
+    sp.add_argument(
+        "--realtime-port", type=int, default=8445, help="realtime ASR server port (8445)"
+    )
     sp.add_argument(
         "--script", action="append", help="what the model 'hears' in each turn (repeatable)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -21,8 +22,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bargein import DEFAULT_BACKCHANNELS
 
-BackendName = Literal["whisper", "whisper-http", "flux", "nova"]
-IMPLEMENTED_BACKENDS: frozenset[str] = frozenset({"whisper", "whisper-http", "flux", "nova"})
+BackendName = Literal["whisper", "whisper-http", "flux", "nova", "realtime"]
+IMPLEMENTED_BACKENDS: frozenset[str] = frozenset(
+    {"whisper", "whisper-http", "flux", "nova", "realtime"}
+)
 DEEPGRAM_BACKENDS: frozenset[str] = frozenset({"flux", "nova"})
 
 
@@ -153,6 +156,32 @@ class Settings(BaseSettings):
     nova_smart_format: bool = Field(True, description="Nova smart formatting of numbers, dates")
     nova_keyterms: str = Field(
         "", description="comma-separated keyterms (keywords on nova-2) for every session"
+    )
+
+    # --- realtime ASR servers (vLLM Realtime, OpenAI Realtime) ----------------------------------
+    realtime_dialect: Literal["vllm", "openai"] = Field(
+        "vllm", description="the server's protocol: vllm (vLLM Realtime) or openai (its API)"
+    )
+    realtime_model: str = Field(
+        "",
+        description="the model the server serves (vLLM: its served name, e.g. /opt/ml/model on "
+        "SageMaker; OpenAI: the transcription model); empty: "
+        "mistralai/Voxtral-Mini-4B-Realtime-2602 or gpt-4o-transcribe",
+    )
+    realtime_url: str = Field(
+        "",
+        description="a ws:// or wss:// URL ending in /v1/realtime; empty: the SageMaker endpoint "
+        "SAGEMAKER_ENDPOINT_NAME",
+    )
+    realtime_api_key: SecretStr | None = Field(
+        None, description="sent as Authorization: Bearer to REALTIME_URL when set"
+    )
+    realtime_max_utterance_s: float = Field(
+        30.0,
+        ge=2.0,
+        le=3600.0,
+        description="longest stretch sent as one generation; a longer utterance goes in several "
+        "(vLLM's engine fails when one passes --max-model-len)",
     )
 
     # --- Deepgram transport and faults (flux and nova) ----------------------------------------
@@ -422,6 +451,21 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"DEEPGRAM_URL must be a wss:// or ws:// URL (got {self.deepgram_url!r})"
                 )
+        if self.stt_backend == "realtime":
+            if self.realtime_url:
+                url = urlsplit(self.realtime_url)
+                if url.scheme not in ("ws", "wss") or not url.path.rstrip("/").endswith(
+                    "/v1/realtime"
+                ):
+                    raise ValueError(
+                        "REALTIME_URL must be a ws:// or wss:// URL ending in /v1/realtime "
+                        f"(got {self.realtime_url!r})"
+                    )
+            elif not self.sagemaker_endpoint_name:
+                raise ValueError(
+                    "REALTIME_URL or SAGEMAKER_ENDPOINT_NAME: one is required for "
+                    "STT_BACKEND=realtime"
+                )
         if (
             self.flux_eager_eot_threshold is not None
             and self.flux_eot_threshold is not None
@@ -446,6 +490,13 @@ class Settings(BaseSettings):
         if not self.sagemaker_endpoint_name and self.deepgram_api_key:
             return "websocket"
         return "sagemaker"
+
+    def resolved_realtime_model(self) -> str:
+        if self.realtime_model:
+            return self.realtime_model
+        if self.realtime_dialect == "openai":
+            return "gpt-4o-transcribe"
+        return "mistralai/Voxtral-Mini-4B-Realtime-2602"
 
     @property
     def max_utterance_samples(self) -> int:

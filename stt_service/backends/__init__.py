@@ -24,4 +24,8 @@ def make_recognizer(settings: Settings) -> Recognizer:
         from .whisper_http import WhisperHTTP
 
         return WhisperHTTP(settings)
+    if settings.stt_backend == "realtime":
+        from .realtime import RealtimeBackend
+
+        return RealtimeBackend(settings)
     raise ValueError(f"STT_BACKEND={settings.stt_backend!r} is not available in this version")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -34,6 +33,7 @@ from ..audio import Int16Array
 from ..config import Settings
 from ..protocol import Code
 from .base import RecognitionError, StreamEvent, StreamParams
+from .retry import Outage, RetryPolicy
 from .transports.base import Connector, Duplex, TransportError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ CLOSE_WAIT_S = 10.0  # after CloseStream, how long the last final may take
 PAUSE_S = 0.5  # no client audio for this long (wall clock): the client has paused
 KEEPALIVE_EVERY_S = 4.0  # Deepgram closes a stream after about 10 s without audio or KeepAlive
 SILENCE_BEFORE_KEEPALIVE_S = 3.0  # silence lets the model end the turn; then KeepAlive suffices
-STABLE_S = 5.0  # a connection that lived this long ends an outage: the retry count starts again
 IDLE_KEEP_S = 3.0  # outside any turn, sent audio older than this need not be resent
 
 
@@ -94,33 +93,6 @@ class Dialect(Protocol):
     def receiver(self) -> Receiver: ...
 
     def describe(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """``DEEPGRAM_*`` retry settings: attempts, backoff and a wall-clock budget per outage."""
-
-    max_retries: int = 5
-    initial_backoff_s: float = 0.1
-    max_backoff_s: float = 5.0
-    budget_s: float = 30.0
-    replay_buffer_bytes: int = 60 * RATE * 2
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> RetryPolicy:
-        return cls(
-            max_retries=s.deepgram_max_retries,
-            initial_backoff_s=s.deepgram_initial_backoff,
-            max_backoff_s=s.deepgram_max_backoff,
-            budget_s=s.deepgram_retry_budget,
-            replay_buffer_bytes=s.deepgram_replay_buffer_bytes,
-        )
-
-    def backoff(self, failures: int, retry_after: float | None = None) -> float:
-        """Equal jitter: half the exponential step plus a random half, never under Retry-After."""
-        step = min(self.max_backoff_s, self.initial_backoff_s * 2.0 ** max(0, failures - 1))
-        delay = step / 2 + random.uniform(0, step / 2)
-        return max(delay, retry_after or 0.0)
 
 
 class Timeline:
@@ -368,17 +340,18 @@ class DeepgramStream:
             self._events.put_nowait(None)
 
     async def _serve(self) -> None:
-        failures = 0
-        outage_since: float | None = None
+        outage = Outage(self._policy)
         where = self._backend.connector.describe()
+        name = self._dialect.name
         self._connecting = True  # from now on, option changes go in Configure messages
         while True:
             if self._closing and not self._replay and self._queued_audio == 0:
                 return  # closing with nothing unfinished: no need to (re)connect
             attempt_at = time.monotonic()
             query = self._options.query_string(RATE)
-            log.debug("session %s: opening a %s stream", self._session, self._dialect.name)
+            log.debug("session %s: opening a %s stream", self._session, name)
             err: TransportError | None
+            connected = False
             try:
                 duplex = await asyncio.wait_for(
                     self._backend.connector.open(self._dialect.path, query), CONNECT_WAIT_S
@@ -394,37 +367,14 @@ class DeepgramStream:
             else:
                 log.debug("session %s: stream open", self._session)
                 self.connections += 1
+                connected = True
                 err = await self._connection(duplex)
                 if err is None:
                     return
-                if time.monotonic() - attempt_at >= STABLE_S:
-                    failures, outage_since = 0, None  # it worked for a while: a new outage
-            name = self._dialect.name
-            if not err.retryable:
-                self._error(Code.BACKEND_ERROR, f"{name} on {where} refused the stream: {err}")
-                await self._discard_outbox()
-                return
-            now = time.monotonic()
-            outage_since = outage_since or attempt_at
-            failures += 1
-            delay = self._policy.backoff(failures, err.retry_after)
-            spent = now - outage_since
-            # a closing session waits at most CLOSE_WAIT_S for its last final
-            closing_late = (
-                self._closed_at is not None and now + delay - self._closed_at > CLOSE_WAIT_S
-            )
-            if (
-                failures > self._policy.max_retries
-                or spent + delay > self._policy.budget_s
-                or closing_late
-            ):
-                self._error(
-                    Code.BACKEND_UNAVAILABLE,
-                    f"{name} on {where} is unavailable: {err} ({err.cause}); gave up after "
-                    f"{failures} failed attempt{'s' if failures > 1 else ''} in {spent:.1f} s "
-                    f"(DEEPGRAM_MAX_RETRIES={self._policy.max_retries}, "
-                    f"DEEPGRAM_RETRY_BUDGET={self._policy.budget_s:g} s)",
-                )
+            delay = outage.failed(err, attempt_at, connected, self._closed_at, CLOSE_WAIT_S)
+            if delay is None:
+                code = Code.BACKEND_UNAVAILABLE if err.retryable else Code.BACKEND_ERROR
+                self._error(code, outage.give_up(name, where, err))
                 await self._discard_outbox()
                 return
             log.warning(
@@ -433,7 +383,7 @@ class DeepgramStream:
                 name,
                 err.cause,
                 err,
-                failures,
+                outage.failures,
                 delay,
             )
             await asyncio.sleep(delay)

@@ -123,6 +123,9 @@ class SageMakerApp:
     resume_script: bool = False
     audio: list[bytearray] = field(default_factory=list)
     on_reset: Callable[[], None] | None = None  # cuts the TCP connections (see ``_Relay``)
+    # invocation path -> model factory, over :func:`_models` (``""``: no path, the realtime
+    # bridge's container)
+    models: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -152,7 +155,7 @@ class SageMakerApp:
                 f"Endpoint {match.group(1)} of account 000000000000 not found.",
             )
             return
-        factory = _models().get(path or "")
+        factory = {**_models(), **self.models}.get(path or "")
         if factory is None:
             await _error(
                 send,
@@ -182,6 +185,12 @@ class SageMakerApp:
             }
         )
         out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        if hasattr(model, "bind"):  # a model that answers later too (the realtime emulator)
+            model.bind(
+                lambda text: out.put_nowait(
+                    None if text is None else payload_part(text.encode(), "UTF8")
+                )
+            )
         for text in model.connected():
             out.put_nowait(payload_part(text.encode(), "UTF8"))
 
@@ -234,6 +243,8 @@ class SageMakerApp:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if hasattr(model, "close"):
+                model.close()
             try:
                 await asyncio.wait_for(task, 5)
             except (TimeoutError, asyncio.CancelledError):
@@ -243,6 +254,10 @@ class SageMakerApp:
 def _models() -> dict[str, Callable[..., Any]]:
     """The model behind each invocation path."""
     models: dict[str, Callable[..., Any]] = {"v2/listen": FluxEmulator}
+    with contextlib.suppress(ImportError):
+        from .realtime import RealtimeEmulator
+
+        models[""] = lambda query, script: RealtimeEmulator(query, script)
     with contextlib.suppress(ImportError):
         from .nova import NovaEmulator
 
@@ -362,6 +377,7 @@ class SageMakerEmulator:
         keep_audio: bool = False,
         relay: bool = False,
         resume_script: bool = False,
+        models: dict[str, Callable[..., Any]] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.app = SageMakerApp(
@@ -370,6 +386,7 @@ class SageMakerEmulator:
             faults=list(faults),
             keep_audio=keep_audio,
             resume_script=resume_script,
+            models=dict(models or {}),
         )
         # connection resets need a relay to cut; clients connect through it
         self._relay: _Relay | None = None

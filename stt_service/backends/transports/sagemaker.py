@@ -230,7 +230,9 @@ class SageMakerDuplex:
         """Connect; HTTP-level failures (unknown endpoint, throttling, 5xx) raise here."""
         stream = await client.invoke_endpoint_with_bidirectional_stream(
             InvokeEndpointWithBidirectionalStreamInput(
-                endpoint_name=endpoint_name, model_invocation_path=path, model_query_string=query
+                endpoint_name=endpoint_name,
+                model_invocation_path=path or None,  # none: the container's own WebSocket path
+                model_query_string=query or None,
             )
         )
         try:

@@ -50,31 +50,49 @@ _NORMAL_CLOSE_CODES: Final = frozenset({CloseCode.NORMAL_CLOSURE, CloseCode.NO_S
 
 
 class WebSocketConnector:
-    """Opens one WebSocket per stream to Deepgram's API (or a stand-in at ``base_url``)."""
+    """Opens one WebSocket per stream to Deepgram's API (or a stand-in at ``base_url``).
+
+    The same client serves the realtime ASR servers (:mod:`..realtime`): ``scheme="Bearer"``
+    sends ``Authorization: Bearer <key>`` (none when the key is empty), ``label`` and
+    ``key_setting`` name the server and the setting in errors, and an empty ``path`` connects to
+    ``base_url`` itself (``wss://host/v1/realtime``)."""
 
     def __init__(
-        self, api_key: str, base_url: str = DEFAULT_BASE_URL, open_timeout: float = 10.0
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        open_timeout: float = 10.0,
+        *,
+        scheme: str = "Token",
+        label: str = "Deepgram API",
+        key_setting: str = "DEEPGRAM_API_KEY",
     ) -> None:
         self._api_key = api_key
         self.base_url = base_url.rstrip("/")
         self.open_timeout = open_timeout
+        self.scheme = scheme
+        self.label = label
+        self.key_setting = key_setting
 
     def __repr__(self) -> str:
         return f"WebSocketConnector({self.base_url!r})"
 
     def describe(self) -> str:
-        return f"Deepgram API at {self.base_url}"
+        return f"{self.label} at {self.base_url}"
 
     async def open(self, path: str, query: str) -> WebSocketDuplex:
         """Connect and finish the handshake; a refused or failed handshake raises here."""
-        url = f"{self.base_url}/{path.lstrip('/')}"
+        url = f"{self.base_url}/{path.lstrip('/')}" if path else self.base_url
         if query:
-            url = f"{url}?{query}"
+            url = f"{url}{'&' if '?' in url else '?'}{query}"
         where = self.describe()
+        headers = {}
+        if self._api_key or self.scheme == "Token":
+            headers["Authorization"] = f"{self.scheme} {self._api_key}"
         try:
             ws = await connect(
                 url,
-                additional_headers={"Authorization": f"Token {self._api_key}"},
+                additional_headers=headers,
                 open_timeout=self.open_timeout,
                 ping_interval=PING_INTERVAL_S,
                 ping_timeout=PING_INTERVAL_S,
@@ -83,7 +101,7 @@ class WebSocketConnector:
                 compression=None,  # PCM audio does not deflate; nor do short JSON replies
             )
         except InvalidStatus as exc:
-            raise _status_error(exc, where, path) from exc
+            raise _status_error(exc, where, path or "the stream", self.key_setting) from exc
         except ssl.SSLCertVerificationError as exc:
             raise TransportError(
                 f"TLS certificate verification failed for {where}: {exc.verify_message}",
@@ -219,7 +237,9 @@ def _close_name(code: int) -> str:
         return "application error" if 4000 <= code <= 4999 else "unknown code"
 
 
-def _status_error(exc: InvalidStatus, where: str, path: str) -> TransportError:
+def _status_error(
+    exc: InvalidStatus, where: str, path: str, key_setting: str = "DEEPGRAM_API_KEY"
+) -> TransportError:
     response = exc.response
     status = response.status_code
     cause = f"HTTP {status}"
@@ -230,7 +250,7 @@ def _status_error(exc: InvalidStatus, where: str, path: str) -> TransportError:
     if status in (401, 403):
         return TransportError(
             f"authentication failed: {where} refused the API key ({label}){extra}; "
-            "check DEEPGRAM_API_KEY",
+            f"check {key_setting}",
             retryable=False,
             cause=cause,
         )
