@@ -504,7 +504,8 @@ def parse_worker_stats(line: str) -> dict[str, Any]:
             out[key + "_count"] = int(count)
     # Silero's network in the worker: frames, calls (so the mean batch) and CPU per frame
     if m := re.search(
-        r"voice detector: (\d+) frames in (\d+) calls \(mean batch ([\d.]+)\), (\d+) us a frame",
+        r"voice detector: (\d+) frames in (\d+) calls \(mean batch ([\d.]+)\), "
+        r"(\d+) us CPU a frame",
         line,
     ):
         frames, calls, batch, us = m.groups()
@@ -598,6 +599,7 @@ class LevelResult:
     other_cpu_cores: float = 0.0  # busy cores not ours: anything else running on the machine
     worker_log: dict[str, int] = field(default_factory=dict)
     worker_stats_line: str = ""
+    vad: dict[str, Any] = field(default_factory=dict)  # Silero in the worker (parse_worker_stats)
     meets_lag: bool = False
     meets_no_drop: bool = False
     publisher_kept_up: bool = False
@@ -858,6 +860,7 @@ async def run_level(
             r.worker_msgs_per_cpu_s = round((r.worker_messages or 0) / worker_cpu_s)
     r.chunk_handling_ms = stats.get("chunk_handling", {})
     r.chunk_lag_ms = stats.get("chunk_lag", {})
+    r.vad = stats.get("vad", {})
     r.results = dict(counter.types)
     r.errors = dict(counter.errors)
     r.worker_log = summarize_log(worker.log)
@@ -1126,6 +1129,14 @@ def table(
             f"{r.publisher_send_lag_ms.get('p99')} | {r.machine_busy_cores} "
             f"({r.other_cpu_cores}) | {verdict} |"
         )
+    for r in runs:
+        if r.vad:
+            v = r.vad
+            lines.append(
+                f"\n{r.sessions} sessions, voice detector (Silero): {v['frames']} frames in "
+                f"{v['calls']} calls, mean batch {v['mean_batch']:g}, {v['us_per_frame']} us of "
+                f"CPU a frame: {v['ms_per_audio_s']:g} ms per second of a speaking session's audio"
+            )
     return "\n".join(lines)
 
 

@@ -744,6 +744,8 @@ class Worker:
             await self._execute(live, live.session.handle(parsed, now))
             if live.session.awaiting_voice:
                 self.voicebatch.want(live)
+            elif live.voice_due:  # this message (an end, say) decided the earlier chunks' frames
+                self._voice_done(live)
             if isinstance(parsed, Chunk):
                 self.tel.chunks_received += 1
                 self.tel.audio_received += (live.session.queued - heard) / 16000
@@ -958,6 +960,13 @@ class Worker:
             s.interrupts,
         )
 
+    def _voice_done(self, live: _Live) -> None:
+        """The chunks whose frames waited for the voice batcher are handled: count their lag."""
+        done = time.time()
+        for sent in live.voice_due:
+            self.stats.chunk_lag.add(done - sent)
+        live.voice_due.clear()
+
     async def _voice_ready(self, lives: list[_Live]) -> None:
         """The voice batcher decided these sessions' waiting frames: each goes on from there."""
         self.tel.vad_frames = self.voicebatch.stats.frames
@@ -965,6 +974,8 @@ class Worker:
         now = time.time()
         for live in lives:
             if live.abandoned or live.session.closed:
+                if live.voice_due:
+                    self._voice_done(live)
                 continue
             try:
                 with session_logging(live.session.id, live.trace.span):
@@ -972,10 +983,7 @@ class Worker:
                 if live.session.awaiting_voice:  # messages queued behind those frames brought more
                     self.voicebatch.want(live)
                 elif live.voice_due:  # every chunk received so far is handled now
-                    done = time.time()
-                    for sent in live.voice_due:
-                        self.stats.chunk_lag.add(done - sent)
-                    live.voice_due.clear()
+                    self._voice_done(live)
             except Exception:  # one broken session must not hold up the others' voices
                 log.exception("session %s: internal error after voice detection", live.session.id)
 
