@@ -33,7 +33,7 @@ from ..audio import Int16Array
 from ..config import Settings
 from ..protocol import Code
 from .base import RecognitionError, StreamEvent, StreamParams
-from .retry import Outage, RetryPolicy
+from .streaming import CLOSE_WAIT_S, StreamingBackend, reconnecting, sagemaker_connector
 from .transports.base import Connector, Duplex, TransportError
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,6 @@ CHUNK_SAMPLES = 1280  # 80 ms
 CHUNK_BYTES = 2 * CHUNK_SAMPLES
 SILENCE = bytes(CHUNK_BYTES)
 MAX_QUEUED_CHUNKS = 750  # 60 s of audio waiting for a slow or lost connection
-CONNECT_WAIT_S = 10.0  # the SDK and awscrt have no connect timeout of their own here
-CLOSE_WAIT_S = 10.0  # after CloseStream, how long the last final may take
 PAUSE_S = 0.5  # no client audio for this long (wall clock): the client has paused
 KEEPALIVE_EVERY_S = 4.0  # Deepgram closes a stream after about 10 s without audio or KeepAlive
 SILENCE_BEFORE_KEEPALIVE_S = 3.0  # silence lets the model end the turn; then KeepAlive suffices
@@ -151,7 +149,7 @@ class _Control:
 _Item = _Audio | _Control
 
 
-class DeepgramBackend:
+class DeepgramBackend(StreamingBackend):
     """A :class:`~.base.Recognizer` for one Deepgram API over one transport."""
 
     endpointing: Literal["service", "backend"] = "backend"
@@ -162,59 +160,26 @@ class DeepgramBackend:
         dialect: Dialect,
         name: str = "",
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.dialect = dialect
         self.name = name or dialect.name.lower()
-        self.policy = RetryPolicy.from_settings(settings)
-        self._connector: Connector | None = None
 
-    async def start(self) -> None:
-        if self._connector is None:
-            self._connector = await make_connector(self.settings)
-        log.info("%s", self.describe())
+    async def make_connector(self) -> Connector:
+        """SageMaker when ``DEEPGRAM_TRANSPORT`` says so (or an endpoint is named), else the
+        hosted WebSocket API with ``DEEPGRAM_API_KEY``."""
+        settings = self.settings
+        if settings.resolved_deepgram_transport() == "websocket":
+            from .transports.websocket import WebSocketConnector
 
-    def ready(self) -> bool:
-        return self._connector is not None
-
-    @property
-    def connector(self) -> Connector:
-        if self._connector is None:
-            raise RuntimeError("the backend has not been started")
-        return self._connector
+            key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
+            return WebSocketConnector(key, base_url=settings.deepgram_url)
+        return await sagemaker_connector(settings)
 
     def describe(self) -> str:
-        where = self._connector.describe() if self._connector else "(not connected)"
-        return f"Deepgram {self.dialect.describe()} on {where}"
+        return f"Deepgram {self.dialect.describe()} on {self.where()}"
 
     def open_stream(self, params: StreamParams) -> DeepgramStream:
         return DeepgramStream(self, params)
-
-    async def aclose(self) -> None:
-        if self._connector is not None:
-            await self._connector.aclose()
-        self._connector = None
-
-
-async def make_connector(settings: Settings) -> Connector:
-    """SageMaker when ``DEEPGRAM_TRANSPORT`` says so (or an endpoint is named), else the
-    hosted WebSocket API with ``DEEPGRAM_API_KEY``."""
-    if settings.resolved_deepgram_transport() == "websocket":
-        from .transports.websocket import WebSocketConnector
-
-        key = settings.deepgram_api_key.get_secret_value() if settings.deepgram_api_key else ""
-        return WebSocketConnector(key, base_url=settings.deepgram_url)
-    try:
-        from .transports.sagemaker import SageMakerConnector
-    except ImportError as exc:
-        raise RuntimeError(
-            f"SageMaker streaming needs the AWS SDK: install stt-service[sagemaker] ({exc})"
-        ) from None
-    return await SageMakerConnector.create(
-        settings.sagemaker_endpoint_name,
-        settings.aws_region,
-        endpoint_uri=settings.aws_endpoint_url_sagemaker_runtime_http2 or None,
-        ca_bundle=settings.aws_ca_bundle or None,
-    )
 
 
 class DeepgramStream:
@@ -340,53 +305,28 @@ class DeepgramStream:
             self._events.put_nowait(None)
 
     async def _serve(self) -> None:
-        outage = Outage(self._policy)
-        where = self._backend.connector.describe()
-        name = self._dialect.name
         self._connecting = True  # from now on, option changes go in Configure messages
-        while True:
-            if self._closing and not self._replay and self._queued_audio == 0:
-                return  # closing with nothing unfinished: no need to (re)connect
-            attempt_at = time.monotonic()
-            query = self._options.query_string(RATE)
-            log.debug("session %s: opening a %s stream", self._session, name)
-            err: TransportError | None
-            connected = False
-            try:
-                duplex = await asyncio.wait_for(
-                    self._backend.connector.open(self._dialect.path, query), CONNECT_WAIT_S
-                )
-            except TimeoutError:
-                err = TransportError(
-                    f"no connection within {CONNECT_WAIT_S:g} s",
-                    retryable=True,
-                    cause="connect timeout",
-                )
-            except TransportError as exc:
-                err = exc
-            else:
-                log.debug("session %s: stream open", self._session)
-                self.connections += 1
-                connected = True
-                err = await self._connection(duplex)
-                if err is None:
-                    return
-            delay = outage.failed(err, attempt_at, connected, self._closed_at, CLOSE_WAIT_S)
-            if delay is None:
-                code = Code.BACKEND_UNAVAILABLE if err.retryable else Code.BACKEND_ERROR
-                self._error(code, outage.give_up(name, where, err))
-                await self._discard_outbox()
-                return
-            log.warning(
-                "session %s: %s stream failed (%s: %s); retry %d in %.2f s",
-                self._session,
-                name,
-                err.cause,
-                err,
-                outage.failures,
-                delay,
-            )
-            await asyncio.sleep(delay)
+
+        async def go_on() -> bool:  # closing with nothing unfinished: no need to (re)connect
+            return not (self._closing and not self._replay and self._queued_audio == 0)
+
+        async def run(duplex: Duplex) -> TransportError | None:
+            self.connections += 1
+            return await self._connection(duplex)
+
+        done = await reconnecting(
+            name=self._dialect.name,
+            session=self._session,
+            connector=self._backend.connector,
+            policy=self._policy,
+            target=lambda: (self._dialect.path, self._options.query_string(RATE)),
+            go_on=go_on,
+            run=run,
+            closed_at=lambda: self._closed_at,
+            report=self._error,
+        )
+        if not done:
+            await self._discard_outbox()
 
     async def _connection(self, duplex: Duplex) -> TransportError | None:
         """Run one connection until it ends: None when done, else the failure."""

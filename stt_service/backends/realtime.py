@@ -39,16 +39,14 @@ from ..config import Settings
 from ..protocol import Code
 from .base import EndpointHint, RecognitionError, RecognitionEvent, StreamEvent, StreamParams
 from .realtime_protocol import Delta, Dialect, Done, Ready, ServerError, make_dialect
-from .retry import Outage, RetryPolicy
+from .streaming import CONNECT_WAIT_S, StreamingBackend, reconnecting, sagemaker_connector
 from .transports.base import Connector, Duplex, TransportError
 
 log = logging.getLogger(__name__)
 
 RATE = 16000
 APPEND_BYTES = 3200  # 100 ms of 16 kHz PCM16 per append (vLLM's sample sends 4 KB)
-CONNECT_WAIT_S = 10.0  # open the stream and receive session.created
 DONE_WAIT_S = 30.0  # from the closing commit to the transcript
-CLOSE_WAIT_S = 10.0  # after the session closes, how long its last finals may take
 MAX_PENDING_S = 60.0  # audio waiting for a slow or lost server, per session
 
 
@@ -67,53 +65,23 @@ class _Utterance:
         return " ".join(t.strip() for t in [*self.texts, self.delta] if t.strip())
 
 
-class RealtimeBackend:
+class RealtimeBackend(StreamingBackend):
     """A :class:`~.base.Recognizer` for one realtime server over one transport."""
 
     endpointing: Literal["service", "backend"] = "service"
     name = "realtime"
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.dialect_name = settings.realtime_dialect
         self.model = settings.resolved_realtime_model()
-        self.policy = RetryPolicy.from_settings(settings)
         self.max_segment_bytes = round(settings.realtime_max_utterance_s * RATE) * 2
-        self._connector: Connector | None = None
 
-    async def start(self) -> None:
-        if self._connector is None:
-            self._connector = await make_connector(self.settings)
-        log.info("%s", self.describe())
-
-    def ready(self) -> bool:
-        return self._connector is not None
-
-    @property
-    def connector(self) -> Connector:
-        if self._connector is None:
-            raise RuntimeError("the backend has not been started")
-        return self._connector
-
-    def dialect(self) -> Dialect:
-        return make_dialect(self.dialect_name, self.model)
-
-    def describe(self) -> str:
-        where = self._connector.describe() if self._connector else "(not connected)"
-        return f"{self.dialect().name} model {self.model!r} on {where}"
-
-    def open_stream(self, params: StreamParams) -> RealtimeStream:
-        return RealtimeStream(self, params)
-
-    async def aclose(self) -> None:
-        if self._connector is not None:
-            await self._connector.aclose()
-        self._connector = None
-
-
-async def make_connector(settings: Settings) -> Connector:
-    """A WebSocket to ``REALTIME_URL`` when it is set, else the SageMaker endpoint."""
-    if settings.realtime_url:
+    async def make_connector(self) -> Connector:
+        """A WebSocket to ``REALTIME_URL`` when it is set, else the SageMaker endpoint."""
+        settings = self.settings
+        if not settings.realtime_url:
+            return await sagemaker_connector(settings)
         from .transports.websocket import WebSocketConnector
 
         key = settings.realtime_api_key.get_secret_value() if settings.realtime_api_key else ""
@@ -124,18 +92,15 @@ async def make_connector(settings: Settings) -> Connector:
             label="realtime server",
             key_setting="REALTIME_API_KEY",
         )
-    try:
-        from .transports.sagemaker import SageMakerConnector
-    except ImportError as exc:
-        raise RuntimeError(
-            f"SageMaker streaming needs the AWS SDK: install stt-service[sagemaker] ({exc})"
-        ) from None
-    return await SageMakerConnector.create(
-        settings.sagemaker_endpoint_name,
-        settings.aws_region,
-        endpoint_uri=settings.aws_endpoint_url_sagemaker_runtime_http2 or None,
-        ca_bundle=settings.aws_ca_bundle or None,
-    )
+
+    def dialect(self) -> Dialect:
+        return make_dialect(self.dialect_name, self.model)
+
+    def describe(self) -> str:
+        return f"{self.dialect().name} model {self.model!r} on {self.where()}"
+
+    def open_stream(self, params: StreamParams) -> RealtimeStream:
+        return RealtimeStream(self, params)
 
 
 class RealtimeStream:
@@ -268,54 +233,34 @@ class RealtimeStream:
         return any(u.data or not u.closed for u in self._utts)
 
     async def _serve(self) -> None:
-        outage = Outage(self._policy)
-        where = self._backend.connector.describe()
-        name = self._dialect.name
-        while True:
+        async def go_on() -> bool:
+            """Connect once there is an utterance to send; not at all once closing without."""
             while not self._work_left():
                 if self._closing:
-                    return
+                    return False
                 self._utts.clear()
                 self._wake.clear()
                 await self._wake.wait()
-            attempt_at = time.monotonic()
-            connected = False
-            err: TransportError | None
-            try:
-                duplex = await asyncio.wait_for(
-                    self._backend.connector.open("", self._dialect.query), CONNECT_WAIT_S
-                )
-            except TimeoutError:
-                err = TransportError(
-                    f"no connection within {CONNECT_WAIT_S:g} s",
-                    retryable=True,
-                    cause="connect timeout",
-                )
-            except TransportError as exc:
-                err = exc
-            else:
-                self.connections += 1
-                connected = True
-                err = await self._connection(duplex)
-                if err is None:
-                    return
-            delay = outage.failed(err, attempt_at, connected, self._closed_at, CLOSE_WAIT_S)
-            if delay is None:
-                code = Code.BACKEND_UNAVAILABLE if err.retryable else Code.BACKEND_ERROR
-                self._error(code, outage.give_up(name, where, err))
-                self._dead = True
-                self._utts.clear()
-                return
-            log.warning(
-                "session %s: %s stream failed (%s: %s); retry %d in %.2f s",
-                self._session,
-                name,
-                err.cause,
-                err,
-                outage.failures,
-                delay,
-            )
-            await asyncio.sleep(delay)
+            return True
+
+        async def run(duplex: Duplex) -> TransportError | None:
+            self.connections += 1
+            return await self._connection(duplex)
+
+        done = await reconnecting(
+            name=self._dialect.name,
+            session=self._session,
+            connector=self._backend.connector,
+            policy=self._policy,
+            target=lambda: ("", self._dialect.query),
+            go_on=go_on,
+            run=run,
+            closed_at=lambda: self._closed_at,
+            report=self._error,
+        )
+        if not done:
+            self._dead = True
+            self._utts.clear()
 
     async def _connection(self, duplex: Duplex) -> TransportError | None:
         """Run one connection until the session has nothing left: None, else the failure."""

@@ -74,12 +74,8 @@ class Transcriber:
         self.decodes = 0
         self.busy = 0  # decodes running or waiting for a worker
 
-    def transcribe(self, pcm16k: bytes, prompt: str = "") -> str:
-        from ..backends.utterance import combine_segments
-
-        audio = np.frombuffer(pcm16k, "<i2").astype(np.float32) / 32768.0
-        if audio.size < RATE // 10:
-            return ""
+    def _decode(self, audio: Any, prompt: str, **options: Any) -> list[Any]:
+        """One decode with the shared options, counted while it runs (segments, read out)."""
         with self._lock:
             self.decodes += 1
             self.busy += 1
@@ -88,18 +84,32 @@ class Transcriber:
                 audio,
                 language="en",
                 beam_size=1,
-                temperature=(0.0, 0.4),
-                log_prob_threshold=None,
-                best_of=1,
-                without_timestamps=True,
                 condition_on_previous_text=False,
                 vad_filter=False,
                 initial_prompt=prompt or None,
+                **options,
             )
-            text, _ = combine_segments((s.text, s.no_speech_prob, s.avg_logprob) for s in segments)
+            return list(segments)
         finally:
             with self._lock:
                 self.busy -= 1
+
+    def transcribe(self, pcm16k: bytes, prompt: str = "") -> str:
+        """The whole utterance's text (a final): the local backend's final options."""
+        from ..backends.utterance import combine_segments
+
+        audio = np.frombuffer(pcm16k, "<i2").astype(np.float32) / 32768.0
+        if audio.size < RATE // 10:
+            return ""
+        segments = self._decode(
+            audio,
+            prompt,
+            temperature=(0.0, 0.4),
+            log_prob_threshold=None,
+            best_of=1,
+            without_timestamps=True,
+        )
+        text, _ = combine_segments((s.text, s.no_speech_prob, s.avg_logprob) for s in segments)
         return text.strip()
 
     def settled_words(self, pcm16k: bytes, prompt: str = "", margin_s: float = 1.0) -> list[str]:
@@ -109,30 +119,13 @@ class Transcriber:
         limit = audio.size / RATE - margin_s
         if limit <= 0:
             return []
-        with self._lock:
-            self.decodes += 1
-            self.busy += 1
-        try:
-            segments, _ = self._model.transcribe(
-                audio,
-                language="en",
-                beam_size=1,
-                temperature=0.0,
-                condition_on_previous_text=False,
-                vad_filter=False,
-                word_timestamps=True,
-                initial_prompt=prompt or None,
-            )
-            out: list[str] = []
-            for seg in segments:
-                for w in seg.words or []:
-                    if w.end > limit:
-                        return out
-                    out.append(w.word.strip())
-            return out
-        finally:
-            with self._lock:
-                self.busy -= 1
+        out: list[str] = []
+        for seg in self._decode(audio, prompt, temperature=0.0, word_timestamps=True):
+            for w in seg.words or []:
+                if w.end > limit:
+                    return out
+                out.append(w.word.strip())
+        return out
 
 
 @functools.cache
