@@ -257,11 +257,11 @@ class Settings(BaseSettings):
     )
     stt_enable_interrupt_detection: bool = Field(True, description="publish barge-in interrupts")
     stt_interrupt_min_speech_ms: int = Field(
-        120,
+        60,
         ge=30,
         le=5000,
-        description="voiced speech while responding before an interrupt fires (4 of Silero's "
-        "32 ms frames)",
+        description="voiced speech while responding before an interrupt fires (2 of Silero's "
+        "32 ms frames, one of them sure)",
     )
     stt_interrupt_min_words: int = Field(
         0,

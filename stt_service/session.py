@@ -135,7 +135,7 @@ class SessionConfig:
     trailing_ms: int = 300  # silence kept after the last voiced frame of an utterance
     max_utterance_samples: int = 256_000
     interrupt_enabled: bool = True
-    interrupt_min_speech_ms: int = 120
+    interrupt_min_speech_ms: int = 60
     interrupt_min_words: int = 0  # >0: the interrupt waits for this many words (not backchannels)
     false_interrupt_timeout: float = 2.0  # an interrupt may be taken back this long after; 0: never
     backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
