@@ -3,6 +3,7 @@ and the realtime emulator transcribing LibriVox speech with the bundled Whisper 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -142,8 +143,6 @@ async def test_a_dropped_connection_resends_only_the_unfinished_utterance(
     )
     async with realtime(transport, "vllm", srv) as (_, settings), service(**settings) as h:
         res = await h.stream(f"rt-drop-{transport}", joined(parts, gap_s=1.6), speed=4.0)
-        stream = h.worker.sessions.get(f"rt-drop-{transport}")
-    assert stream is None  # closed
     assert not res.errors, res.errors
     starts = [f["audio_start"] for f in res.finals]
     assert starts == sorted(set(starts))
@@ -236,8 +235,6 @@ async def test_fifty_sessions_through_one_emulator(service) -> None:
     srv = RealtimeServer(transcriber=shared_transcriber(), partials=False)
     parts = list(utterances())[:1]
     audio = joined(parts)
-    import asyncio
-
     async with realtime("websocket", "vllm", srv) as (_, settings), service(**settings) as h:
         results = await asyncio.gather(
             *(h.stream(f"rt-many-{i}", audio, speed=1.0) for i in range(50))

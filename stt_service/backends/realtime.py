@@ -124,9 +124,6 @@ class RealtimeStream:
         self._last_final = -1  # the highest utterance a final was published for
         self._current: _Utterance | None = None  # the utterance open on the server
         self._result: asyncio.Future[str] | None = None  # the open segment's transcript
-        self.connections = 0
-        self.resent_bytes = 0  # 16 kHz audio sent again after a reconnect (for tests)
-        self.segments = 0
         self._task = asyncio.create_task(self._run(), name=f"realtime-{params.session_id}")
 
     # --- RecognizerStream -----------------------------------------------------------------------
@@ -243,10 +240,6 @@ class RealtimeStream:
                 await self._wake.wait()
             return True
 
-        async def run(duplex: Duplex) -> TransportError | None:
-            self.connections += 1
-            return await self._connection(duplex)
-
         done = await reconnecting(
             name=self._dialect.name,
             session=self._session,
@@ -254,7 +247,7 @@ class RealtimeStream:
             policy=self._policy,
             target=lambda: ("", self._dialect.query),
             go_on=go_on,
-            run=run,
+            run=self._connection,
             closed_at=lambda: self._closed_at,
             report=self._error,
         )
@@ -317,9 +310,7 @@ class RealtimeStream:
     ) -> None:
         dialect = self._dialect
         cap = self._backend.max_segment_bytes
-        if utt.sent:
-            self.resent_bytes += utt.sent  # a reconnect: the open segment goes again
-        utt.sent, utt.delta = 0, ""
+        utt.sent, utt.delta = 0, ""  # after a reconnect, the open segment goes again
         self._current = utt
         while True:  # one segment after another
             if self._reconfigure:
@@ -329,7 +320,6 @@ class RealtimeStream:
             self._result = asyncio.get_running_loop().create_future()
             for text in dialect.open_utterance():
                 await duplex.send_text(text)
-            self.segments += 1
             resampler = (
                 soxr.ResampleStream(RATE, dialect.rate, 1, dtype="int16")
                 if dialect.rate != RATE

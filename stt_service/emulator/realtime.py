@@ -153,7 +153,11 @@ class _Generation:
     emitted: list[str] = field(default_factory=list)  # words sent as deltas
     last_words: list[str] = field(default_factory=list)  # the last partial decode's words
     decoded_at: int = 0  # audio bytes at the last partial decode
-    decoding: bool = False
+    partial: asyncio.Task[None] | None = None  # the partial decode running, if any
+
+    @property
+    def decoding(self) -> bool:
+        return self.partial is not None and not self.partial.done()
 
 
 class RealtimeEmulator:
@@ -397,17 +401,13 @@ class RealtimeEmulator:
             or self.transcriber.busy >= self.transcriber.workers  # finals first
         ):
             return
-        gen.decoding = True
         gen.decoded_at = len(gen.audio)
-        self._spawn(self._partial(gen, bytes(gen.audio)))
+        gen.partial = self._spawn(self._partial(gen, bytes(gen.audio)))
 
     async def _partial(self, gen: _Generation, audio: bytes) -> None:
-        try:
-            words = await asyncio.to_thread(
-                self.transcriber.settled_words, audio, self._prompt, SETTLED_S
-            )
-        finally:
-            gen.decoding = False
+        words = await asyncio.to_thread(
+            self.transcriber.settled_words, audio, self._prompt, SETTLED_S
+        )
         if gen.ended or gen is not self._gen:
             return
         agreed = 0
@@ -421,8 +421,8 @@ class RealtimeEmulator:
             self._send({"type": "transcription.delta", "delta": " " + " ".join(new)})
 
     async def _finish(self, gen: _Generation, item: str | None = None) -> None:
-        while gen.decoding:
-            await asyncio.sleep(0.01)
+        if gen.partial is not None:  # its deltas go out before the rest
+            await asyncio.gather(gen.partial, return_exceptions=True)
         text = await asyncio.to_thread(self.transcriber.transcribe, bytes(gen.audio), self._prompt)
         if self.closed:
             return
@@ -475,10 +475,11 @@ class RealtimeEmulator:
         self._pending.clear()
 
     # --- helpers --------------------------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _send(self, msg: dict[str, Any]) -> None:
         if not self.closed:
