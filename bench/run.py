@@ -166,16 +166,32 @@ def score(
     hyps: list[str] = []
     missing = 0
     by_span: dict[int, list[float]] = {}  # utterance index -> its latencies
+    bounds = [
+        (span.start + p * period, span.end + p * period) for p in range(passes) for span in spans
+    ]
+    # each final belongs to the last utterance it covers: where the end-of-turn model keeps a
+    # turn open across the gap (0880 ends mid-sentence: "...young man," then "unless..."), one
+    # final holds both, and the first utterance is joined to the next rather than missing
+    owner: dict[int, list[tuple[dict[str, Any], float]]] = {}
+    for m, t in finals:
+        covered = [
+            j
+            for j, (start, end) in enumerate(bounds)
+            if m.get("audio_end", 0) > start and m.get("audio_start", 0) < end
+        ]
+        if covered:
+            owner.setdefault(covered[-1], []).append((m, t))
+            for j in covered[:-1]:
+                owner.setdefault(j, [])
     for p in range(passes):
-        for k, span in enumerate(spans):
-            start, end = span.start + p * period, span.end + p * period
-            mine = [
-                (m, t)
-                for m, t in finals
-                if m.get("audio_end", 0) > start and m.get("audio_start", 0) < end
-            ]
+        for k in range(len(spans)):
+            j = p * len(spans) + k
+            start, end = bounds[j]
+            mine = owner.get(j, [])
             hyps.append(" ".join(m["transcript"] for m, _ in mine))
             sent_end = timing.sent_at(end)
+            if j in owner and not mine:
+                continue  # joined to the next utterance's final
             if not mine or sent_end is None:
                 missing += 1
                 continue

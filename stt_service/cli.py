@@ -45,6 +45,8 @@ def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
                 info.append(f"{100 * m['confidence']:.1f}%")
             if m.get("audio_start") is not None:
                 info.append(f"{m['audio_start']:.2f}-{m.get('audio_end', 0):.2f} s")
+            if m.get("end_of_turn_confidence") is not None:
+                info.append(f"done {100 * m['end_of_turn_confidence']:.0f}%")
             if latency_ms is not None:
                 info.append(f"+{latency_ms:.0f} ms")
             if m.get("speaker_id"):

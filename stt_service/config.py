@@ -290,6 +290,35 @@ class Settings(BaseSettings):
         "as a finished sentence (ends in . ? !) it ends there, without waiting STT_CHUNK_TIMEOUT; "
         "0 disables",
     )
+    stt_turn_model: Literal["smart-turn", "off"] = Field(
+        "smart-turn",
+        description="end-of-turn model for the backends whose turns the service ends (whisper, "
+        "whisper-http, realtime): smart-turn (Smart Turn v3.2, bundled) hears each pause and "
+        "says whether the speaker is done; off: silence (STT_CHUNK_TIMEOUT) and the eager "
+        "endpoint alone",
+    )
+    stt_turn_model_path: str = Field(
+        "", description="an ONNX file to use instead of the bundled Smart Turn v3.2 model"
+    )
+    stt_turn_pause_ms: int = Field(
+        200,
+        ge=32,
+        le=2000,
+        description="milliseconds of silence after which the end-of-turn model hears the turn; "
+        "a turn it calls complete ends there",
+    )
+    stt_turn_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="end-of-turn probability from which a turn is complete at the pause",
+    )
+    stt_turn_max_pause: float = Field(
+        2.0,
+        gt=0.05,
+        le=30.0,
+        description="seconds of silence that end a turn the model called incomplete",
+    )
     stt_partial_interval: float = Field(
         0.5, ge=0.0, le=30.0, description="seconds between partial re-decodes; 0 disables partials"
     )
@@ -466,6 +495,9 @@ class Settings(BaseSettings):
                     "REALTIME_URL or SAGEMAKER_ENDPOINT_NAME: one is required for "
                     "STT_BACKEND=realtime"
                 )
+        turn_file = self.stt_turn_model_path
+        if self.stt_turn_model != "off" and turn_file and not Path(turn_file).is_file():
+            raise ValueError(f"STT_TURN_MODEL_PATH: no such file {turn_file!r}")
         if (
             self.flux_eager_eot_threshold is not None
             and self.flux_eot_threshold is not None

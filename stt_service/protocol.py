@@ -237,6 +237,7 @@ def transcript_message(
     turn_index: int | None = None,
     event: str | None = None,
     language: str | None = None,
+    end_of_turn_confidence: float | None = None,
 ) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "type": "transcript",
@@ -258,6 +259,7 @@ def transcript_message(
         "turn_index": turn_index,
         "event": event,
         "language": language,
+        "end_of_turn_confidence": end_of_turn_confidence,
     }
     msg.update({k: v for k, v in optional.items() if v is not None})
     if words is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,8 @@ from .protocol import (
     transcript_message,
 )
 from .silero import FRAME_MS, shared_model
+from .smartturn import WINDOW as TURN_WINDOW
+from .turns import TurnJudge, TurnStep
 from .vad import FrameInfo, SileroDetector, VoiceDetector, WebrtcDetector
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,16 @@ class Speculate:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictTurn:
+    """Ask the end-of-turn model whether the turn is complete: ``audio`` is its last 8 s (16 kHz,
+    up to now); the answer goes back through :meth:`Session.turn_verdict` with ``seq``."""
+
+    utterance: int
+    seq: int
+    audio: Int16Array
+
+
+@dataclass(frozen=True, slots=True)
 class Reconfigure:
     params: StreamParams
 
@@ -116,7 +128,9 @@ class Measure:
     utterance: int = -1
 
 
-Action = Publish | SendAudio | EndUtterance | Speculate | Reconfigure | Close | Measure
+Action = (
+    Publish | SendAudio | EndUtterance | Speculate | PredictTurn | Reconfigure | Close | Measure
+)
 
 
 # --- configuration shared by all sessions of a worker ---------------------------------------------
@@ -142,6 +156,11 @@ class SessionConfig:
     idle_timeout_s: float = 60.0
     max_session_s: float = 14_400.0
     service_endpointing: bool = True  # False: the backend finds turns itself; all audio is sent
+    # the end-of-turn model (see stt_service.turns); off: silence and the eager endpoint end turns
+    turn_model: bool = False
+    turn_pause_s: float = 0.2
+    turn_threshold: float = 0.5
+    turn_max_pause_s: float = 2.0
 
     @classmethod
     def from_settings(cls, s: Settings, *, service_endpointing: bool = True) -> SessionConfig:
@@ -162,6 +181,10 @@ class SessionConfig:
             idle_timeout_s=s.stt_session_idle_timeout,
             max_session_s=s.stt_max_session_seconds,
             service_endpointing=service_endpointing,
+            turn_model=s.stt_turn_model != "off" and s.stt_enable_vad and service_endpointing,
+            turn_pause_s=s.stt_turn_pause_ms / 1000,
+            turn_threshold=s.stt_turn_threshold,
+            turn_max_pause_s=s.stt_turn_max_pause,
         )
 
     @property
@@ -192,6 +215,9 @@ class _Utterance:
     peak_db: float = -120.0  # the loudest voiced frame so far
     quiet_frames: int = 0  # consecutive frames, up to now, far below ``peak_db``
     finished: bool = False  # the decode of this pause reads as a finished sentence
+    # the turn's last 8 s of audio, for the end-of-turn model (kept only when it is on)
+    audio: deque[Int16Array] = field(default_factory=deque)
+    turn: int = -1  # the first utterance of its turn (a turn the model kept open spans several)
     # (frame end sample, dB, voiced) of every frame, to find the quietest cut point
     frames: list[tuple[int, float, bool]] = field(default_factory=list)
 
@@ -238,12 +264,33 @@ class Session:
         )
         self.cancelled_interrupts = 0
         self._voice_needed()
+        # with the end-of-turn model, the judge ends utterances; the endpointer only starts them
+        self._turns: TurnJudge | None = None
+        if config.turn_model:
+            self._turns = TurnJudge(
+                frame_ms=config.frame_ms,
+                pause_ms=config.turn_pause_s * 1000,
+                threshold=config.turn_threshold,
+                timeout_ms=config.hangover_s * 1000,
+                max_pause_ms=config.turn_max_pause_s * 1000,
+            )
         self._endpointer = Endpointer(
             frame_ms=config.frame_ms,
-            hangover_ms=config.hangover_s * 1000,
-            pause_ms=config.eager_s * 1000,
+            hangover_ms=(
+                config.hangover_s * 1000 if self._turns is None else 3_600_000.0  # never
+            ),
+            pause_ms=config.eager_s * 1000 if self._turns is None else 0,
             enabled=config.vad_enabled and config.service_endpointing,
         )
+        self._turn_frames = TURN_WINDOW // config.frame_samples + 1
+        self._eot: dict[int, float] = {}  # utterance -> the model's verdict at its end
+        # A turn the model kept open through a pause goes to the recognizer as one utterance per
+        # stretch of speech (Whisper drops the words after a finished-sounding sentence when the
+        # utterance then stops mid-way), and is published as one final: turn -> its utterances,
+        # and the finals of those that are done, held until the last one's
+        self._segments: dict[int, list[int]] = {}
+        self._segment_of: dict[int, int] = {}  # utterance -> its turn (multi-utterance turns)
+        self._held_finals: dict[int, list[RecognitionEvent]] = {}
         self._interrupts = InterruptDetector(
             frame_ms=config.frame_ms, min_speech_ms=config.interrupt_min_speech_ms
         )
@@ -474,8 +521,18 @@ class Session:
                 self._preroll.append((offset, frame))
                 return
         assert utt is not None
+        if voiced and utt.speculated and self._turns is not None:
+            # the speaker goes on after a pause the model heard: a new stretch of the same turn
+            utt = self._continue_turn(utt, offset, actions)
         utt.samples += frame.size
         utt.frames.append((offset + frame.size, info.energy_db, voiced))
+        turn: TurnStep | None = None
+        if self._turns is not None:
+            utt.audio.append(frame)
+            if voiced:
+                self._turns.voiced()
+            else:
+                turn = self._turns.unvoiced()
         if voiced:
             utt.voiced_frames += 1
             utt.peak_db = max(utt.peak_db, info.energy_db)
@@ -493,12 +550,19 @@ class Session:
         else:
             self._held.append((offset, frame))
 
-        if event is EndpointEvent.PAUSE:
+        if event is EndpointEvent.PAUSE or turn is TurnStep.ASK:
             # what the final would hold if the utterance ended here: its audio and trailing silence
             self._send_held(utt, actions)
             utt.speculated = True
             actions.append(Speculate(utt.index))
-        elif event is EndpointEvent.END or (utt.finished and self._quiet_since_pause(utt)):
+            if turn is TurnStep.ASK and self._turns is not None:
+                audio = np.concatenate(utt.audio)[-TURN_WINDOW:]
+                actions.append(PredictTurn(utt.index, self._turns.seq, audio))
+        elif (
+            event is EndpointEvent.END
+            or turn is TurnStep.END
+            or (utt.finished and self._quiet_since_pause(utt))
+        ):
             actions += self._end_utterance(now)
         elif utt.samples >= cfg.max_utterance_samples:
             self._cut_utterance(utt, actions)
@@ -560,12 +624,34 @@ class Session:
         self._next_utterance += 1
         self._voice[utt.index] = False
         self._utt = utt
+        if self._turns is not None:
+            utt.audio = deque(maxlen=self._turn_frames)
         for off, frame in self._preroll:
             actions.append(SendAudio(frame, off, utt.index))
             utt.samples += frame.size
             utt.frames.append((off + frame.size, -120.0, False))
+            if self._turns is not None:
+                utt.audio.append(frame)
         self._preroll.clear()
         return utt
+
+    def _continue_turn(self, utt: _Utterance, offset: int, actions: list[Action]) -> _Utterance:
+        """End ``utt`` where its pause began (its decode at the pause is its final) and begin the
+        next utterance of the same turn here, with the end of the pause as its pre-roll."""
+        turn = utt.turn if utt.turn >= 0 else utt.index
+        self._segment_of[utt.index] = turn
+        actions.append(EndUtterance(utt.index))
+        keep = max(1, self.config.preroll_ms // self.config.frame_ms)
+        self._preroll.clear()
+        self._preroll.extend(self._held[-keep:])
+        self._held.clear()
+        nxt = self._begin_utterance(offset, actions)
+        nxt.turn = turn
+        nxt.audio = utt.audio  # the model hears the whole turn
+        nxt.peak_db = utt.peak_db
+        self._segment_of[nxt.index] = turn
+        self._segments.setdefault(turn, [turn]).append(nxt.index)
+        return nxt
 
     def _send_held(self, utt: _Utterance, actions: list[Action]) -> None:
         for off, held in self._held:
@@ -591,6 +677,12 @@ class Session:
         actions.append(EndUtterance(utt.index))
         self._utt = None
         self._endpointer.reset()
+        if self._turns is not None:
+            if self._turns.probability is not None:
+                self._eot[utt.index] = self._turns.probability
+                if len(self._eot) > 1000:  # finals that never came
+                    self._eot.clear()
+            self._turns.reset()
         return actions
 
     def _quiet_since_pause(self, utt: _Utterance) -> bool:
@@ -614,10 +706,23 @@ class Session:
             samples=self.samples_heard - cut,
             frames=rest,
             voiced_frames=sum(f[2] for f in rest),
+            audio=utt.audio,  # the same turn goes on
         )
         self._next_utterance += 1
         self._voice[nxt.index] = nxt.voiced_frames > 0
         self._utt = nxt
+
+    # --- the end-of-turn model ------------------------------------------------------------------
+    def turn_verdict(
+        self, utterance: int, seq: int, probability: float | None, now: float
+    ) -> list[Action]:
+        """The model's answer to :class:`PredictTurn` (None: it failed): end the turn, or wait."""
+        utt = self._utt
+        if self.closed or self._turns is None or utt is None or utt.index != utterance:
+            return []
+        if self._turns.verdict(seq, probability):
+            return self._end_utterance(now)
+        return []
 
     # --- recognizer results ---------------------------------------------------------------------
     def on_event(self, ev: StreamEvent, now: float) -> list[Action]:
@@ -625,11 +730,13 @@ class Session:
             if ev.utterance is not None and self.config.service_endpointing:
                 # the utterance's final failed and will not come: it is done with
                 self._finished = max(self._finished, ev.utterance)
+                self._eot.pop(ev.utterance, None)
             return [self._error(ev.code, ev.message, now)]
         if isinstance(ev, EndpointHint):
             utt = self._utt
             if (
-                utt is not None
+                self._turns is None  # the model decides where it is on
+                and utt is not None
                 and utt.index == ev.utterance
                 and utt.speculated
                 and self._endpointer.paused
@@ -677,12 +784,23 @@ class Session:
             )
             self._decided(decision, now, actions)
             self._voice_needed()
+        segment_of = self._segment_of.get(ev.utterance) if self.config.service_endpointing else None
+        if segment_of is not None:
+            joined = self._turn_event(ev, segment_of)
+            if joined is None:  # a stretch of a turn that goes on: its final waits for the rest
+                self._finished = max(self._finished, ev.utterance)
+                self._speech.pop(ev.utterance, None)
+                return actions
+            ev = joined
+        eot = ev.end_of_turn_confidence
         if ev.is_final:
             self._finished = ev.utterance
             self._turn_open = False
+            if self.config.service_endpointing:
+                eot = self._eot.pop(ev.utterance, None)
         elif ev.text.strip():
             self._turn_open = True
-        turn = ev.utterance
+        turn = ev.utterance if segment_of is None else segment_of
         if ev.turn_index is not None:
             if self._turn_base is None:
                 self._turn_base = self.last_turn + 1 - ev.turn_index
@@ -714,6 +832,9 @@ class Session:
                     turn_index=turn,
                     event=ev.event,
                     language=ev.language,
+                    end_of_turn_confidence=(
+                        None if eot is None or not ev.is_final else round(eot, 4)
+                    ),
                 )
             )
         )
@@ -722,6 +843,39 @@ class Session:
             self.final_end = max(self.final_end, ev.audio_end)
             self.last_turn = max(self.last_turn, turn)
         return actions
+
+    def _turn_event(self, ev: RecognitionEvent, turn: int) -> RecognitionEvent | None:
+        """``ev`` from one utterance of a turn that spans several: a partial shows the turn so
+        far; a final is held (None) until every utterance of the turn has its final, then they
+        go out as one."""
+        held = self._held_finals.setdefault(turn, [])
+        segments = self._segments.get(turn, [turn])
+        if ev.is_final:
+            held.append(ev)
+            done = {e.utterance for e in held}
+            if not all(u in done for u in segments):
+                return None
+            parts = sorted(held, key=lambda e: e.utterance)
+            for u in segments:
+                self._segment_of.pop(u, None)
+                if u != ev.utterance:
+                    self._voice.pop(u, None)
+            del self._held_finals[turn]
+            self._segments.pop(turn, None)
+            ev = max(parts, key=lambda e: e.utterance)
+        else:
+            parts = [*sorted(held, key=lambda e: e.utterance), ev]
+        if len(parts) == 1:
+            return ev
+        confidences = [e.confidence for e in parts if e.confidence is not None]
+        words = [w for e in parts for w in (e.words or [])]
+        return replace(
+            ev,
+            text=" ".join(t for t in (e.text.strip() for e in parts) if t),
+            audio_start=parts[0].audio_start,
+            confidence=sum(confidences) / len(confidences) if confidences else None,
+            words=words if any(e.words is not None for e in parts) else None,
+        )
 
     def _latency(self, ev: RecognitionEvent, published: bool, now: float) -> list[Action]:
         """``final`` and ``first_partial`` measurements for a transcript about to be published."""

@@ -32,7 +32,7 @@ _SAMPLE_RATE = np.array(16000, dtype=np.int64)
 Float32Array = npt.NDArray[np.float32]
 
 
-class SileroError(Exception):
+class SileroError(RuntimeError):
     """The model cannot be loaded; ``str()`` says which file and why, in one line."""
 
 

@@ -54,6 +54,7 @@ from .session import (
     Close,
     EndUtterance,
     Measure,
+    PredictTurn,
     Publish,
     Reconfigure,
     SendAudio,
@@ -62,7 +63,10 @@ from .session import (
     Speculate,
 )
 from .silero import shared_model
+from .smartturn import MODEL_PATH as TURN_MODEL_PATH
+from .smartturn import shared_model as turn_model
 from .telemetry import SessionTrace, Telemetry, bind_session, session_logging
+from .turnbatch import TurnRunner
 from .voicebatch import VoiceBatcher
 
 log = logging.getLogger(__name__)
@@ -153,6 +157,7 @@ class WorkerStats:
     interrupts: int = 0
     cancelled_interrupts: int = 0
     vad: str = ""  # the voice batcher's summary
+    turns: str = ""  # the end-of-turn runner's summary
     # per audio chunk: time spent handling it, and client timestamp -> handled (same-clock lag)
     chunk_handling: LatencyWindow = field(default_factory=LatencyWindow)
     chunk_lag: LatencyWindow = field(default_factory=LatencyWindow)
@@ -164,6 +169,7 @@ class WorkerStats:
             f"chunk lag from client timestamp {self.chunk_lag.summary()}; "
             f"{self.interrupts} interrupts, {self.cancelled_interrupts} taken back"
             + (f"; voice detector: {self.vad}" if self.vad else "")
+            + (f"; {self.turns}" if self.turns else "")
         )
 
 
@@ -218,11 +224,16 @@ class Worker:
             lambda live: live.session.voice,
             self._voice_ready,
         )
+        # the end-of-turn model's thread (loaded in start(): a broken file fails there)
+        self.turns: TurnRunner[tuple[_Live, int, int]] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self, nc: NATS | None = None) -> None:
         if self.settings.stt_vad == "silero":
             shared_model()  # load it now: a broken install fails here, not on the first chunk
+        if self.config.turn_model and self.turns is None:
+            path = self.settings.stt_turn_model_path or str(TURN_MODEL_PATH)
+            self.turns = TurnRunner(turn_model(path), self._turn_verdict)
         if not self.recognizer.ready():
             await self.recognizer.start()
         self.nc = nc or await connect_nats(self.settings)
@@ -346,6 +357,9 @@ class Worker:
         await self.recognizer.aclose()
         if self.settings.stt_vad == "silero":
             self.stats.vad = self.voicebatch.stats.summary()
+        if self.turns is not None:
+            await self.turns.aclose()
+            self.stats.turns = self.turns.stats.summary()
         log.info("worker stats: %s", self.stats.summary())
 
     # --- jetstream mode --------------------------------------------------------------------------
@@ -882,6 +896,9 @@ class Worker:
                     live.trace.measured(name, seconds, utterance)
                 case Speculate(utterance):
                     live.stream.speculate(utterance)
+                case PredictTurn(utterance, seq, audio):
+                    if self.turns is not None:
+                        self.turns.ask((live, utterance, seq), audio)
                 case Reconfigure(params):
                     live.stream.configure(params)
                 case Close(reason):
@@ -966,6 +983,15 @@ class Worker:
         for sent in live.voice_due:
             self.stats.chunk_lag.add(done - sent)
         live.voice_due.clear()
+
+    async def _turn_verdict(self, key: tuple[_Live, int, int], probability: float | None) -> None:
+        """The end-of-turn model answered for a session's pause: it ends the turn, or waits."""
+        live, utterance, seq = key
+        if live.abandoned or live.session.closed:
+            return
+        with session_logging(live.session.id, live.trace.span):
+            actions = live.session.turn_verdict(utterance, seq, probability, time.time())
+            await self._execute(live, actions)
 
     async def _voice_ready(self, lives: list[_Live]) -> None:
         """The voice batcher decided these sessions' waiting frames: each goes on from there."""

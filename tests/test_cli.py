@@ -260,7 +260,10 @@ def test_demo_streams_the_bundled_sample_and_exits_0() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     finals = [line for line in out.stdout.splitlines() if "✓" in line]
-    assert len(finals) == 3, out.stdout
+    # three LibriVox lines, the first a fragment ("He was not an ill-disposed young man"): the
+    # end-of-turn model waits on it, and the next line, 1.9 s later, joins its turn
+    assert 2 <= len(finals) <= 3, out.stdout
+    assert all("done " in line for line in finals), out.stdout  # end_of_turn_confidence
     assert "word error rate" in out.stdout
     wer = float(
         out.stdout.split("word error rate against the reference transcript:")[1].split("%")[0]

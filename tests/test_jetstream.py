@@ -80,6 +80,10 @@ class Replica:
                 "STT_HEALTH_PORT": "0",
                 "STT_MODE": "jetstream",
                 "STT_JS_PARTITIONS": str(PARTITIONS),
+                # the sessions below are pairs of sentences 1.2 s apart, counted as two finals;
+                # 0880 ("...young man,") is a fragment the end-of-turn model would rightly wait
+                # on for up to 2 s and join to the next: here it waits 1 s
+                "STT_TURN_MAX_PAUSE": "1.0",
                 **env,
             }
         )
@@ -489,7 +493,8 @@ async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
 
     rec = Recorded()
     first, second = utterance("0880"), utterance("0930")
-    async with running_service(js_server.url, stt_mode="jetstream") as a:
+    # two sentences per session, 1.5 s apart, two finals (see Replica)
+    async with running_service(js_server.url, stt_mode="jetstream", stt_turn_max_pause=1.0) as a:
         await a.wait_for(lambda: bool(a.worker.leases and len(a.worker.leases.owned) == 16))
         # 'end' and a new 'start' under the same id, back to back
         await stream_audio(a.nc, "reuse-1", joined([first]), speed=0)
@@ -503,7 +508,9 @@ async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
         # two sessions, each numbering its transcripts from 0
         assert [m["sequence"] for m in res.of_type("transcript")].count(0) == 2
 
-        async with running_service(js_server.url, rec.telemetry, stt_mode="jetstream") as b:
+        async with running_service(
+            js_server.url, rec.telemetry, stt_mode="jetstream", stt_turn_max_pause=1.0
+        ) as b:
             await b.wait_for(lambda: bool(b.worker.leases and b.worker.leases.owned), timeout=30)
             sids = [f"moving-{i}" for i in range(8)]
             streams = stream_all(a.nc, sids, [joined([first, second])] * len(sids), speed=2.0)

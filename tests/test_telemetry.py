@@ -80,7 +80,9 @@ async def test_spans_metrics_and_logs_of_a_real_session(nats_server: EmbeddedNat
     u = utterance("0880")
     audio = pcm16(np.concatenate([silence(0.3), u.samples, silence(1.0), u.samples, silence(1.0)]))
     with json_logs() as logs:
-        async with traced_service(nats_server.url, rec) as h:
+        # the fragment "He was not an ill-disposed young man," twice, 1 s apart: the end-of-turn
+        # model would join them into one turn; with its wait cut to the hangover, two finals
+        async with traced_service(nats_server.url, rec, stt_turn_max_pause=0.8) as h:
             # responding: the first sentence barges in; two sentences, two finals
             res = await h.stream("otel-1", audio, speed=2.0, state="responding")
             await h.publish("otel-bad", b"\xc1 not msgpack")

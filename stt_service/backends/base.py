@@ -41,6 +41,7 @@ class RecognitionEvent:
     event: str | None = None
     turn_index: int | None = None
     started_speaking: bool = False  # backend-native barge-in signal (Flux StartOfTurn)
+    end_of_turn_confidence: float | None = None  # the backend's own end-of-turn model (Flux)
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,11 @@ class FluxReceiver:
                 event=event,
                 turn_index=turn,
                 started_speaking=event == "start_of_turn",
+                end_of_turn_confidence=(
+                    float(msg["end_of_turn_confidence"])
+                    if final and isinstance(msg.get("end_of_turn_confidence"), int | float)
+                    else None
+                ),
             )
         ]
 

