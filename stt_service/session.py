@@ -435,6 +435,7 @@ class Session:
             eot_timeout_ms=msg.eot_timeout_ms,
         )
         actions: list[Action] = [Reconfigure(self.params)]
+        self._tune_turns()
         self._barge.reset()
         actions += self._set_state(msg.state)
         return actions
@@ -446,7 +447,22 @@ class Session:
         if "keyterms" in changes:
             changes["keyterms"] = tuple(changes["keyterms"])
         self.params = StreamParams(**{**_params_dict(self.params), **changes})
+        self._tune_turns()
         return [Reconfigure(self.params)]
+
+    def _tune_turns(self) -> None:
+        """Flux's per-session ``eot_threshold`` and ``eot_timeout_ms`` tune the end-of-turn model
+        the same way: the probability that ends a turn, and the longest pause it waits out."""
+        if self._turns is None:
+            return
+        p, c = self.params, self.config
+        self._turns.tune(
+            frame_ms=c.frame_ms,
+            threshold=c.turn_threshold if p.eot_threshold is None else p.eot_threshold,
+            max_pause_ms=(
+                c.turn_max_pause_s * 1000 if p.eot_timeout_ms is None else p.eot_timeout_ms
+            ),
+        )
 
     def _set_state(self, state: State) -> list[Action]:
         if state != self.state:
@@ -521,9 +537,16 @@ class Session:
                 self._preroll.append((offset, frame))
                 return
         assert utt is not None
-        if voiced and utt.speculated and self._turns is not None:
-            # the speaker goes on after a pause the model heard: a new stretch of the same turn
-            utt = self._continue_turn(utt, offset, actions)
+        if (
+            voiced
+            and utt.speculated
+            and self._turns is not None
+            and self._turns.silent >= self._turns.timeout_frames
+        ):
+            # the speaker goes on after a pause that silence alone would have ended the utterance
+            # at: the recognizer hears the same utterances as without the model, the client one
+            # turn (a shorter pause stays inside the utterance, its context kept for the decode)
+            utt = self._continue_turn(utt, offset, now, actions)
         utt.samples += frame.size
         utt.frames.append((offset + frame.size, info.energy_db, voiced))
         turn: TurnStep | None = None
@@ -635,11 +658,15 @@ class Session:
         self._preroll.clear()
         return utt
 
-    def _continue_turn(self, utt: _Utterance, offset: int, actions: list[Action]) -> _Utterance:
+    def _continue_turn(
+        self, utt: _Utterance, offset: int, now: float, actions: list[Action]
+    ) -> _Utterance:
         """End ``utt`` where its pause began (its decode at the pause is its final) and begin the
         next utterance of the same turn here, with the end of the pause as its pre-roll."""
         turn = utt.turn if utt.turn >= 0 else utt.index
         self._segment_of[utt.index] = turn
+        # an interrupt's take-back time counts from the end of this stretch, as from a turn's
+        self._barge.ended(now, utt.index, utt.voiced_frames * self.config.frame_ms / 1000)
         actions.append(EndUtterance(utt.index))
         keep = max(1, self.config.preroll_ms // self.config.frame_ms)
         self._preroll.clear()
@@ -652,6 +679,11 @@ class Session:
         self._segment_of[nxt.index] = turn
         self._segments.setdefault(turn, [turn]).append(nxt.index)
         return nxt
+
+    def turn_of(self, utterance: int) -> int:
+        """The turn an utterance belongs to (its own index, or the first of a turn that went on
+        after a pause): what the published final's ``turn_index`` says."""
+        return self._segment_of.get(utterance, utterance)
 
     def _send_held(self, utt: _Utterance, actions: list[Action]) -> None:
         for off, held in self._held:
@@ -678,6 +710,8 @@ class Session:
         self._utt = None
         self._endpointer.reset()
         if self._turns is not None:
+            wait = self._turns.silent * self.config.frame_ms / 1000
+            actions.append(Measure("turn_wait", wait, utt.index))
             if self._turns.probability is not None:
                 self._eot[utt.index] = self._turns.probability
                 if len(self._eot) > 1000:  # finals that never came
@@ -727,11 +761,20 @@ class Session:
     # --- recognizer results ---------------------------------------------------------------------
     def on_event(self, ev: StreamEvent, now: float) -> list[Action]:
         if isinstance(ev, RecognitionError):
-            if ev.utterance is not None and self.config.service_endpointing:
+            error: list[Action] = [self._error(ev.code, ev.message, now)]
+            u = ev.utterance
+            if u is not None and self.config.service_endpointing:
+                if u in self._segment_of:
+                    # one stretch of a longer turn: the rest of the turn still goes out, without it
+                    bounds = self._speech.get(u) or [0, 0]
+                    lost = RecognitionEvent(
+                        u, "", True, bounds[0] / TARGET_RATE, bounds[1] / TARGET_RATE
+                    )
+                    return error + self.on_event(lost, now)
                 # the utterance's final failed and will not come: it is done with
-                self._finished = max(self._finished, ev.utterance)
-                self._eot.pop(ev.utterance, None)
-            return [self._error(ev.code, ev.message, now)]
+                self._finished = max(self._finished, u)
+                self._eot.pop(u, None)
+            return error
         if isinstance(ev, EndpointHint):
             utt = self._utt
             if (

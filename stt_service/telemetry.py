@@ -215,6 +215,11 @@ class Telemetry:
                 ("final", "end of speech to the final transcript"),
                 ("first_partial", "start of speech to the utterance's first partial"),
                 ("interrupt", "speech onset while responding to the interrupt"),
+                (
+                    "turn_wait",
+                    "silence (audio time) from the last voice to the end of the turn: the "
+                    "end-of-turn model's pause, or STT_TURN_MAX_PAUSE where it heard no end",
+                ),
             )
         }
         self.backend_errors = m.create_counter(

@@ -48,6 +48,11 @@ class TurnJudge:
         self.probability: float | None = None  # the current pause's verdict
         self.silent = 0
 
+    def tune(self, *, frame_ms: int, threshold: float, max_pause_ms: float) -> None:
+        """A session's own threshold and longest pause (``eot_threshold``, ``eot_timeout_ms``)."""
+        self.threshold = threshold
+        self.max_frames = max(self.timeout_frames, round(max_pause_ms / frame_ms))
+
     def voiced(self) -> None:
         """Speech goes on: the last pause was not the end, whatever the model said of it."""
         self.silent = 0

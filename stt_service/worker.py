@@ -871,8 +871,8 @@ class Worker:
             match action:
                 case SendAudio(samples, offset, utterance):
                     live.stream.send_audio(samples, offset, utterance)
-                    if self.config.service_endpointing:
-                        live.trace.utterance(utterance)
+                    if self.config.service_endpointing:  # one span per turn
+                        live.trace.utterance(live.session.turn_of(utterance))
                 case Publish(message):
                     kind = message.get("type")
                     if kind == "interrupt":
@@ -891,7 +891,7 @@ class Worker:
                 case EndUtterance(utterance, until):
                     live.stream.flush(utterance, until)
                     if self.config.service_endpointing:
-                        live.trace.flushed(utterance)
+                        live.trace.flushed(live.session.turn_of(utterance))
                 case Measure(name, seconds, utterance):
                     live.trace.measured(name, seconds, utterance)
                 case Speculate(utterance):

@@ -239,3 +239,31 @@ def test_the_final_carries_the_models_confidence() -> None:
     assert final["end_of_turn_confidence"] > 0.5
     partial = RecognitionEvent(end.utterance + 1, "more", False, 9.0, 9.5)
     assert all("end_of_turn_confidence" not in m for m in published(s.on_event(partial, T0 + 10)))
+
+
+def test_a_stretch_whose_decode_failed_leaves_the_rest_of_the_turn_published() -> None:
+    from stt_service.backends.base import RecognitionError, RecognitionEvent
+
+    x, _ = paused("0920", "amiable", 1.0)
+    s = Session("s", TURNS, T0)
+    acts = drive(s, x)
+    first, last = [a.utterance for _, a in acts if isinstance(a, EndUtterance)]
+    out = s.on_event(RecognitionError("backend_error", "decode failed", first), T0 + 20)
+    assert [m["type"] for m in published(out)] == ["error"]
+    ev = RecognitionEvent(last, "woman, he might have been made", True, 3.0, 7.0)
+    (final,) = published(s.on_event(ev, T0 + 21), "transcript")
+    assert final["transcript"] == "woman, he might have been made"
+    assert s.settled
+
+
+def test_a_sessions_eot_threshold_and_timeout_tune_the_model() -> None:
+    """Flux's per-session names work here too: ``eot_threshold`` 0.99 is more than the model
+    gives this finished sentence, so it waits ``eot_timeout_ms`` (1.2 s) instead."""
+    from .test_session import msg
+
+    x = np.concatenate([silence(0.5), utterance("0920").samples, silence(2.5)])
+    _, end = speech_bounds(x)
+    s = Session("s", TURNS, T0)
+    s.handle(msg({"type": "start", "eot_threshold": 0.99, "eot_timeout_ms": 1200}), T0)
+    (ended,) = [t for t, a in drive(s, x) if isinstance(a, EndUtterance)]
+    assert 1.2 <= ended - end < 1.6, (ended, end)
