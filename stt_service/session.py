@@ -766,11 +766,16 @@ class Session:
             if u is not None and self.config.service_endpointing:
                 if u in self._segment_of:
                     # one stretch of a longer turn: the rest of the turn still goes out, without it
-                    bounds = self._speech.get(u) or [0, 0]
+                    # (an empty stretch, not an empty final: it must not take an interrupt back)
+                    bounds = self._speech.pop(u, None) or [0, 0]
                     lost = RecognitionEvent(
                         u, "", True, bounds[0] / TARGET_RATE, bounds[1] / TARGET_RATE
                     )
-                    return error + self.on_event(lost, now)
+                    joined = self._turn_event(lost, self._segment_of[u])
+                    if joined is None:
+                        self._finished = max(self._finished, u)
+                        return error
+                    return error + self.on_event(joined, now)
                 # the utterance's final failed and will not come: it is done with
                 self._finished = max(self._finished, u)
                 self._eot.pop(u, None)

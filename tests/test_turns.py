@@ -267,3 +267,20 @@ def test_a_sessions_eot_threshold_and_timeout_tune_the_model() -> None:
     s.handle(msg({"type": "start", "eot_threshold": 0.99, "eot_timeout_ms": 1200}), T0)
     (ended,) = [t for t, a in drive(s, x) if isinstance(a, EndUtterance)]
     assert 1.2 <= ended - end < 1.6, (ended, end)
+
+
+def test_a_turn_whose_last_stretch_failed_still_publishes_the_first() -> None:
+    from stt_service.backends.base import RecognitionError, RecognitionEvent
+
+    x, _ = paused("0920", "amiable", 1.0)
+    s = Session("s", TURNS, T0)
+    acts = drive(s, x)
+    first, last = [a.utterance for _, a in acts if isinstance(a, EndUtterance)]
+    ev = RecognitionEvent(first, "Had he married a more amiable", True, 0.5, 2.5)
+    assert not published(s.on_event(ev, T0 + 20))
+    out = s.on_event(RecognitionError("backend_error", "decode failed", last), T0 + 21)
+    assert [(m["type"], m.get("transcript")) for m in published(out)] == [
+        ("error", None),
+        ("transcript", "Had he married a more amiable"),
+    ]
+    assert s.settled
