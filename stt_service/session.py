@@ -217,7 +217,6 @@ class _Utterance:
     finished: bool = False  # the decode of this pause reads as a finished sentence
     # the turn's last 8 s of audio, for the end-of-turn model (kept only when it is on)
     audio: deque[Int16Array] = field(default_factory=deque)
-    turn: int = -1  # the first utterance of its turn (a turn the model kept open spans several)
     # (frame end sample, dB, voiced) of every frame, to find the quietest cut point
     frames: list[tuple[int, float, bool]] = field(default_factory=list)
 
@@ -663,7 +662,7 @@ class Session:
     ) -> _Utterance:
         """End ``utt`` where its pause began (its decode at the pause is its final) and begin the
         next utterance of the same turn here, with the end of the pause as its pre-roll."""
-        turn = utt.turn if utt.turn >= 0 else utt.index
+        turn = self.turn_of(utt.index)
         self._segment_of[utt.index] = turn
         # an interrupt's take-back time counts from the end of this stretch, as from a turn's
         self._barge.ended(now, utt.index, utt.voiced_frames * self.config.frame_ms / 1000)
@@ -673,7 +672,6 @@ class Session:
         self._preroll.extend(self._held[-keep:])
         self._held.clear()
         nxt = self._begin_utterance(offset, actions)
-        nxt.turn = turn
         nxt.audio = utt.audio  # the model hears the whole turn
         nxt.peak_db = utt.peak_db
         self._segment_of[nxt.index] = turn

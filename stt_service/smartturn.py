@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,8 +91,8 @@ def features(audio: Int16Array | Float32Array) -> Float32Array:
 
 
 class SmartTurnModel:
-    """The network, loaded once per process (onnxruntime sessions may run from several threads).
-    Counts its inferences and their CPU time, for the worker's stats."""
+    """The network, loaded once per process (onnxruntime sessions may run from several threads;
+    the worker's runner, :mod:`stt_service.turnbatch`, counts its calls and their CPU time)."""
 
     def __init__(self, path: Path | str = MODEL_PATH, *, threads: int = 1) -> None:
         try:
@@ -116,24 +114,14 @@ class SmartTurnModel:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SmartTurnError(f"cannot load the end-of-turn model {path}: {reason}") from None
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self.inferences = 0
-        self.calls = 0
-        self.cpu_seconds = 0.0
 
     def probabilities(self, turns: Sequence[Int16Array | Float32Array]) -> Float32Array:
         """Probability that each turn is complete (its audio ends where the speaker stopped)."""
         if not turns:
             return np.zeros(0, np.float32)
-        cpu = time.thread_time()
         x = np.stack([features(t) for t in turns])
         out = self._session.run(None, {"input_features": x})[0]
-        p = np.asarray(out, dtype=np.float32).reshape(len(turns))
-        with self._lock:
-            self.calls += 1
-            self.inferences += len(turns)
-            self.cpu_seconds += time.thread_time() - cpu
-        return p
+        return np.asarray(out, dtype=np.float32).reshape(len(turns))
 
     def probability(self, turn: Int16Array | Float32Array) -> float:
         return float(self.probabilities([turn])[0])
