@@ -27,8 +27,9 @@ from .client import (
     word_error_rate,
 )
 from .config import ConfigError, Settings, load_settings
-from .entry import add_healthcheck_arguments, cmd_healthcheck
-from .natsconn import connect_nats, nats_options, redact_url
+from .healthcheck import add_healthcheck_arguments, cmd_healthcheck
+from .natsauth import nats_options, redact_url
+from .natsconn import connect_nats
 
 log = logging.getLogger("stt_service")
 

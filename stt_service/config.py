@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .bargein import DEFAULT_BACKCHANNELS
+from .natsauth import check_security
 
 BackendName = Literal["whisper", "whisper-http", "flux", "nova", "realtime"]
 IMPLEMENTED_BACKENDS: frozenset[str] = frozenset(
@@ -450,9 +451,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _nats_security(self) -> Settings:
-        from .natsconn import check_security  # NATS_USER ... NATS_TLS_*: complete and usable
-
-        check_security(self)
+        check_security(self)  # NATS_USER ... NATS_TLS_*: complete and usable
         return self
 
     @model_validator(mode="after")

@@ -18,14 +18,12 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NATS
-from pydantic import SecretStr
 
-from .config import Settings, comma_list
+from .config import Settings
+from .natsauth import auth_methods, nats_options, redact_url, server_urls
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,6 @@ class _QuietTlsEof(logging.Filter):
 
 logging.getLogger("asyncio").addFilter(_QuietTlsEof())
 
-_FILES = (
-    "nats_nkey_seed_file",
-    "nats_creds_file",
-    "nats_tls_ca_file",
-    "nats_tls_cert_file",
-    "nats_tls_key_file",
-)
 # what the server says when it refuses the credentials (nats-server's auth errors)
 _AUTH_ERRORS = (
     "authorization violation",
@@ -53,159 +44,6 @@ _AUTH_ERRORS = (
     "user authentication revoked",
     "account authentication expired",
 )
-
-
-def _secret(value: SecretStr | None) -> str:
-    return value.get_secret_value() if value is not None else ""
-
-
-def _urls(url: str) -> list[str]:
-    return [u if "://" in u else f"nats://{u}" for u in comma_list(url)]
-
-
-def url_has_credentials(url: str) -> bool:
-    return any("@" in urlsplit(u).netloc for u in _urls(url))
-
-
-def redact_url(url: str) -> str:
-    """``nats://user:secret@host:4222`` -> ``nats://user:***@host:4222`` (a token: ``***@``)."""
-    out = []
-    for u in comma_list(url):
-        head, sep, rest = u.partition("://")
-        if not sep:
-            head, rest = "", u
-        userinfo, at, hostpart = rest.rpartition("@")
-        if at:
-            user, colon, _ = userinfo.partition(":")
-            rest = f"{user}:***@{hostpart}" if colon else f"***@{hostpart}"
-        out.append(f"{head}{sep}{rest}")
-    return ",".join(out)
-
-
-def auth_methods(settings: Settings) -> list[str]:
-    """The authentication methods configured, by the variables that configure them."""
-    methods = []
-    if settings.nats_user or _secret(settings.nats_password):
-        methods.append("NATS_USER/NATS_PASSWORD")
-    if _secret(settings.nats_token):
-        methods.append("NATS_TOKEN")
-    if settings.nats_nkey_seed_file:
-        methods.append("NATS_NKEY_SEED_FILE")
-    if settings.nats_creds_file:
-        methods.append("NATS_CREDS_FILE")
-    if url_has_credentials(settings.nats_url):
-        methods.append("the credentials in NATS_URL")
-    return methods
-
-
-def _read(var: str, path: str) -> str:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ValueError(f"{var}: no such file {path!r}")
-    try:
-        return p.read_text(errors="replace")
-    except OSError as exc:
-        raise ValueError(f"{var}: cannot read {path!r} ({exc.strerror or exc})") from None
-
-
-def check_security(settings: Settings) -> None:
-    """Raise ``ValueError`` (one line naming the variable) for incomplete or unusable settings."""
-    contents = {
-        name: _read(name.upper(), getattr(settings, name))
-        for name in _FILES
-        if getattr(settings, name)
-    }
-    if _secret(settings.nats_password) and not settings.nats_user:
-        raise ValueError("NATS_PASSWORD: set NATS_USER too (a password needs a user name)")
-    methods = auth_methods(settings)
-    if len(methods) > 1:
-        raise ValueError(
-            f"{' and '.join(methods)} are all set: use one NATS authentication method"
-            if len(methods) > 2
-            else f"{methods[0]} and {methods[1]} are both set: use one NATS authentication method"
-        )
-    seed = contents.get("nats_nkey_seed_file")
-    if seed is not None:
-        try:
-            import nkeys  # type: ignore[import-untyped]
-
-            nkeys.from_seed(bytearray(seed.strip().encode()))
-            valid = seed.strip().startswith("SU")
-        except Exception:
-            valid = False
-        if not valid:
-            raise ValueError(
-                f"NATS_NKEY_SEED_FILE: {settings.nats_nkey_seed_file!r} holds no user NKey seed "
-                "(one line starting with SU)"
-            )
-    creds = contents.get("nats_creds_file")
-    if creds is not None and not (
-        "BEGIN NATS USER JWT" in creds and "BEGIN USER NKEY SEED" in creds
-    ):
-        raise ValueError(
-            f"NATS_CREDS_FILE: {settings.nats_creds_file!r} is not a NATS .creds file "
-            "(it needs a NATS USER JWT and a USER NKEY SEED block)"
-        )
-    if bool(settings.nats_tls_cert_file) != bool(settings.nats_tls_key_file):
-        given, missing = (
-            ("NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE")
-            if settings.nats_tls_cert_file
-            else ("NATS_TLS_KEY_FILE", "NATS_TLS_CERT_FILE")
-        )
-        raise ValueError(f"{missing}: required with {given} (a client certificate needs its key)")
-    tls_context(settings)  # a CA file or certificate that does not load fails here
-
-
-def _no_passphrase() -> str:
-    raise ValueError(
-        "NATS_TLS_KEY_FILE: the key is encrypted; give an unencrypted PEM key "
-        "(openssl pkey -in key.pem -out plain.pem)"
-    )
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The client's TLS context; ``None`` when nothing asks for one (nats-py's default then)."""
-    wants_tls = any(u.startswith("tls://") for u in _urls(settings.nats_url))
-    if not (wants_tls or settings.nats_tls_ca_file or settings.nats_tls_cert_file):
-        return None
-    ca = settings.nats_tls_ca_file
-    try:
-        ctx = ssl.create_default_context(cafile=str(Path(ca).expanduser()) if ca else None)
-    except ssl.SSLError as exc:
-        raise ValueError(
-            f"NATS_TLS_CA_FILE: {ca!r} holds no usable PEM certificate ({exc.reason or exc})"
-        ) from None
-    if settings.nats_tls_cert_file:
-        try:
-            ctx.load_cert_chain(
-                str(Path(settings.nats_tls_cert_file).expanduser()),
-                str(Path(settings.nats_tls_key_file).expanduser()),
-                password=_no_passphrase,
-            )
-        except ssl.SSLError as exc:
-            raise ValueError(
-                f"NATS_TLS_CERT_FILE/NATS_TLS_KEY_FILE: cannot load the client certificate "
-                f"({exc.reason or exc})"
-            ) from None
-    return ctx
-
-
-def nats_options(settings: Settings) -> dict[str, Any]:
-    """The ``nats.connect()`` keyword arguments for the settings' credentials and TLS."""
-    opts: dict[str, Any] = {}
-    if settings.nats_user:
-        opts["user"] = settings.nats_user
-        opts["password"] = _secret(settings.nats_password)
-    if _secret(settings.nats_token):
-        opts["token"] = _secret(settings.nats_token)
-    if settings.nats_nkey_seed_file:
-        opts["nkeys_seed"] = str(Path(settings.nats_nkey_seed_file).expanduser())
-    if settings.nats_creds_file:
-        opts["user_credentials"] = str(Path(settings.nats_creds_file).expanduser())
-    ctx = tls_context(settings)
-    if ctx is not None:
-        opts["tls"] = ctx
-    return opts
 
 
 def _auth_hint(settings: Settings) -> str:
@@ -317,7 +155,7 @@ async def connect_nats(
     # endless reconnects once connected, but a first connection that fails is reported
     connecting = asyncio.ensure_future(
         nc.connect(
-            servers=_urls(url),
+            servers=server_urls(url),
             name=name,
             allow_reconnect=True,
             max_reconnect_attempts=-1,

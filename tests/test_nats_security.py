@@ -33,7 +33,8 @@ from stt_service.backends import make_recognizer
 from stt_service.client import ResultCollector, stream_audio
 from stt_service.config import ConfigError, Settings, load_settings
 from stt_service.embedded import find_nats_server, free_port, wait_for_port
-from stt_service.natsconn import connect_nats, nats_options, redact_url
+from stt_service.natsauth import nats_options, redact_url
+from stt_service.natsconn import connect_nats
 from stt_service.worker import Worker
 
 from .test_cli import _wait_ready
