@@ -95,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _setup_logging(settings.stt_log_level, settings.stt_log_format)
     from .backends import make_recognizer
+    from .serve import inlet_for, run_until_signal
     from .telemetry import Telemetry, build_providers
     from .worker import Worker
 
@@ -103,9 +104,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         telemetry = Telemetry(*build_providers(settings), backend=recognizer.name)
     else:
         telemetry = Telemetry(backend=recognizer.name)
-    worker = Worker(settings, recognizer, telemetry)
+    worker = Worker(settings, recognizer, telemetry, inlet_for(settings))
     try:
-        asyncio.run(worker.run_until_signal())
+        asyncio.run(run_until_signal(worker))
     except RuntimeError as exc:  # model or NATS unavailable: one clear line
         print(f"stt-service: {exc}", file=sys.stderr)
         return 1
@@ -126,6 +127,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from .backends import make_recognizer
     from .embedded import EmbeddedNats
+    from .serve import inlet_for
     from .worker import Worker
 
     data = resources.files("stt_service") / "data"
@@ -145,7 +147,7 @@ async def _demo(args: argparse.Namespace) -> int:
     describe = getattr(recognizer, "describe", None)
     model = describe() if describe else settings.stt_backend
     print(f"  model     {model}, loading…", flush=True)
-    worker = Worker(settings, recognizer)
+    worker = Worker(settings, recognizer, inlet=inlet_for(settings))
     nc = None
     try:
         t_load = time.perf_counter()

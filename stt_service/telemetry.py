@@ -281,6 +281,15 @@ class Telemetry:
             )
         )
 
+    def count_published(self, message: dict[str, Any]) -> None:
+        """Count a session's result that has a metric of its own (interrupts, taken back or not)."""
+        kind = message.get("type")
+        if kind == "interrupt":
+            self.interrupts.add(1, {**self.attrs, "stt.event": "interrupt"})
+        elif kind == "interrupt_cancelled":
+            reason = str(message.get("reason"))
+            self.interrupts.add(1, {**self.attrs, "stt.event": "cancelled", "stt.reason": reason})
+
     def record_latency(self, name: str, seconds: float) -> None:
         hist = self.latency.get(name)
         if hist is not None:

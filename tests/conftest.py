@@ -19,6 +19,7 @@ from stt_service.backends import make_recognizer
 from stt_service.client import ResultCollector, SessionResults, stream_audio
 from stt_service.config import Settings, load_settings
 from stt_service.embedded import EmbeddedNats
+from stt_service.serve import inlet_for
 from stt_service.telemetry import Telemetry
 from stt_service.worker import Worker
 
@@ -90,7 +91,12 @@ async def running_service(
     """The worker on ``url``; ``telemetry(backend_name)`` gives it recording providers."""
     settings = load_settings(nats_url=url, **overrides)
     recognizer = make_recognizer(settings)
-    worker = Worker(settings, recognizer, telemetry(recognizer.name) if telemetry else None)
+    worker = Worker(
+        settings,
+        recognizer,
+        telemetry(recognizer.name) if telemetry else None,
+        inlet_for(settings),
+    )
     await worker.start()
     nc = await nats.connect(url)
     collector = await ResultCollector(nc, settings.stt_output_subject).start()

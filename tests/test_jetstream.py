@@ -34,6 +34,7 @@ from stt_service.client import (
 )
 from stt_service.embedded import EmbeddedNats, find_nats_server, wait_for_port
 from stt_service.jetstream import partition_owners
+from stt_service.protocol import encode
 
 from .speech import joined, utterance, utterances
 
@@ -474,13 +475,55 @@ async def test_a_flux_session_runs_the_same_in_jetstream_mode(js_server: JetStre
             aws_ca_bundle=emu.ca_path,
         ) as h,
     ):
-        await h.wait_for(lambda: bool(h.worker.leases and len(h.worker.leases.owned) == 16))
+        await h.wait_for(
+            lambda: bool(h.worker.inlet.leases and len(h.worker.inlet.leases.owned) == 16)
+        )
         res = await h.stream("flux-js-1", audio, speed=4)
     assert not res.errors
     assert [f["transcript"] for f in res.finals] == script
     assert [f["turn_index"] for f in res.finals] == [0, 1]
     sequences = [m["sequence"] for m in res.of_type("transcript")]
     assert sequences == list(range(len(sequences)))
+
+
+async def test_one_runner_gives_the_same_results_through_either_way_in(
+    js_server: JetStreamServer,
+) -> None:
+    """The session runner does not know how messages reach it: the same session gets the same
+    finals, numbered alike, through the core subscription and through JetStream mode's
+    partitions, and an 'end' for a session never started the same error."""
+    from .conftest import running_service
+
+    first, second = utterance("0880"), utterance("0930")
+    seen: dict[str, tuple[list[str], list[int], list[str]]] = {}
+    for mode in ("core", "jetstream"):
+        async with running_service(js_server.url, stt_mode=mode, stt_turn_max_pause=1.0) as h:
+            assert (
+                type(h.worker.inlet).__name__
+                == {
+                    "core": "CoreInlet",
+                    "jetstream": "JetStreamInlet",
+                }[mode]
+            )
+            if mode == "jetstream":
+                await h.wait_for(lambda: len(h.worker.inlet.leases.owned) == 16)
+            res = await h.stream(f"{mode}-1", joined([first, second]), speed=0)
+            stray = f"{mode}-x"
+            await h.nc.publish(f"{h.settings.stt_input_subject}.{stray}", encode({"type": "end"}))
+            await h.wait_for(lambda: bool(h.results(stray).errors), timeout=10)  # noqa: B023
+            assert not res.errors, res.errors
+            seen[mode] = (
+                [f["transcript"] for f in res.finals],
+                [m["sequence"] for m in res.of_type("transcript")],
+                [e["code"] for e in h.results(stray).errors],
+            )
+    finals, sequences, errors = seen["core"]
+    assert len(finals) == 2
+    for final, u in zip(finals, (first, second), strict=True):
+        assert word_error_rate(u.reference, final) <= 0.25, finals
+    assert sequences == list(range(len(sequences)))
+    assert errors == ["unknown_session"]
+    assert seen["jetstream"] == seen["core"]
 
 
 async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
@@ -495,7 +538,9 @@ async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
     first, second = utterance("0880"), utterance("0930")
     # two sentences per session, 1.5 s apart, two finals (see Replica)
     async with running_service(js_server.url, stt_mode="jetstream", stt_turn_max_pause=1.0) as a:
-        await a.wait_for(lambda: bool(a.worker.leases and len(a.worker.leases.owned) == 16))
+        await a.wait_for(
+            lambda: bool(a.worker.inlet.leases and len(a.worker.inlet.leases.owned) == 16)
+        )
         # 'end' and a new 'start' under the same id, back to back
         await stream_audio(a.nc, "reuse-1", joined([first]), speed=0)
         await stream_audio(a.nc, "reuse-1", joined([second]), speed=0)
@@ -511,7 +556,9 @@ async def test_a_reused_id_starts_afresh_and_a_takeover_is_counted(
         async with running_service(
             js_server.url, rec.telemetry, stt_mode="jetstream", stt_turn_max_pause=1.0
         ) as b:
-            await b.wait_for(lambda: bool(b.worker.leases and b.worker.leases.owned), timeout=30)
+            await b.wait_for(
+                lambda: bool(b.worker.inlet.leases and b.worker.inlet.leases.owned), timeout=30
+            )
             sids = [f"moving-{i}" for i in range(8)]
             streams = stream_all(a.nc, sids, [joined([first, second])] * len(sids), speed=2.0)
             await asyncio.sleep(3.0)  # inside the second utterance

@@ -1,0 +1,499 @@
+"""JetStream mode's way in: the partitions this replica leases, and failover between replicas.
+
+For each partition it holds (:class:`~.leases.Leases`), an ordered consumer delivers the inbound
+messages from the partition's floor to the session runner. Beside the runner it keeps, per
+session (:class:`SessionReplay`, in :attr:`stt_service.inlet.Live.tag`), the replay point and its
+checkpoint; it resumes a session another replica served from its checkpoint (replaying the
+messages after it; errors published the first time are not sent again), stores checkpoints and
+floors every second, holds a session's results while the partition's lease is in doubt, and on
+drain hands its partitions over (checkpoints written first, so the next owner starts at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from ..inlet import Live, Runner
+from ..protocol import encode
+from ..session import Session
+from .leases import Leases
+from .replay import CHECKPOINT_HEADER, ReplayTracker, encode_checkpoint
+from .streams import FLOOR_RENEW_S, JetStreamState
+
+log = logging.getLogger(__name__)
+REPLAY_LAG = 8000  # samples of silence a replay starts before the next utterance (0.5 s)
+CHECKPOINT_EVERY_S = 5.0  # a session's replay point is stored at most this often (and with
+# every message it publishes): a replay is at most this much longer, the writes 5x fewer
+
+
+@dataclass(eq=False)
+class SessionReplay:
+    """A session's partition and replay point: the stream sequence of the first inbound message a
+    replay would start at, and the session's state just before it."""
+
+    partition: int
+    replay: ReplayTracker
+    v: int = 0  # checkpoint version: a newer one wins
+    replay_seq: int = 0
+    snap: dict[str, Any] | None = None
+    persisted: int = 0  # replay point of the newest checkpoint stored (or the first message)
+    persisted_at: float = 0.0  # monotonic
+    handled: int = 0  # stream sequence of the last inbound message handled
+    quiet_until: int = 0  # a replay: errors for messages up to here were published already
+    replaying: bool = False
+    # results not published yet because this replica's lease on the partition was in doubt
+    # (NATS unreachable, renewal late): sent in order once it is renewed, dropped if it is lost
+    held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+
+def _st(live: Live) -> SessionReplay:
+    st: SessionReplay = live.tag
+    return st
+
+
+@dataclass(eq=False)
+class _Partition:
+    k: int
+    sub: Subscription | None = None
+    last_seq: int = 0  # last inbound message seen
+    floor: int = 0  # last floor stored
+    floor_at: float = 0.0
+    # sessions not open here: their checkpoint (None: none stored), read once
+    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    closing: dict[str, Live] = field(default_factory=dict)  # until the close is recorded
+    releasing: bool = False  # being given up: no more messages are taken
+
+
+class JetStreamInlet:
+    """``STT_MODE=jetstream``: see the module's docstring."""
+
+    via = " through JetStream"
+    hands_over = True
+
+    def __init__(self) -> None:
+        self._r: Runner | None = None
+        self.jsx: JetStreamState | None = None
+        self.leases: Leases | None = None
+        self._parts: dict[int, _Partition] = {}
+        self._ckpt_task: asyncio.Task[None] | None = None
+        self._abandoning: set[asyncio.Task[None]] = set()  # and partitions dropped
+
+    @property
+    def r(self) -> Runner:
+        assert self._r is not None
+        return self._r
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def start(self, runner: Runner) -> None:
+        assert runner.nc is not None
+        self._r = runner
+        runner.tel.observe(
+            "stt.partitions.held",
+            "{partition}",
+            "session partitions this replica serves (jetstream mode)",
+            lambda: float(len(self._parts)),
+        )
+        settings = runner.settings
+        self.jsx = await JetStreamState.open(runner.nc, settings)
+        self.leases = Leases(
+            self.jsx.leases,
+            settings.stt_js_partitions,
+            settings.stt_js_lease_seconds,
+            self._acquire,
+            self._release,
+            self._load,
+            on_renewed=self._release_held,
+        )
+        layout = self.jsx.layout
+        log.info(
+            "jetstream mode: replica %s; stream %s (%d partitions, audio kept %g s / %.1f GiB), "
+            "results %s, buckets %s and %s",
+            self.leases.me,
+            layout.stream,
+            layout.partitions,
+            settings.stt_js_max_age,
+            settings.stt_js_max_bytes / 1024**3,
+            layout.results,
+            layout.leases,
+            layout.state,
+        )
+        self.leases.start()
+        self._ckpt_task = asyncio.create_task(self._checkpoint_loop(), name="checkpoints")
+
+    async def drain(self) -> None:
+        """Hand every partition over: the other replicas replay each session from its last
+        checkpoint and go on; nothing is finalised early and the clients hear no error."""
+        if self.leases is None:
+            return
+        log.info("draining: handing %d partition(s) to the other replicas", len(self._parts))
+        try:
+            await asyncio.wait_for(
+                self.leases.stop(handoff=True), self.r.settings.stt_drain_timeout
+            )
+        except TimeoutError:
+            log.error("hand-off timed out; the partitions move when their leases expire")
+
+    async def stop(self) -> None:
+        if self.leases is not None:
+            await self.leases.stop(handoff=False)
+        if self._ckpt_task is not None:
+            self._ckpt_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ckpt_task
+            self._ckpt_task = None
+        for live in list(self.r.sessions.values()):  # not handed over in time: the next owner
+            self._abandon(live)  # replays it
+        if self._abandoning:  # streams of sessions handed over: nothing of theirs is published
+            await asyncio.wait(list(self._abandoning), timeout=5)
+
+    # --- partitions -----------------------------------------------------------------------------
+    def _tracker(self) -> ReplayTracker:
+        # where the backend finds turns, the session learns one began only from its first
+        # words: replay from further back, so a turn's start is never skipped
+        return ReplayTracker(REPLAY_LAG if self.r.config.service_endpointing else 4 * REPLAY_LAG)
+
+    def _load(self, k: int) -> tuple[int, int]:
+        lives = [live for live in self.r.sessions.values() if _st(live).partition == k]
+        return sum(not live.session.settled for live in lives), len(lives)
+
+    async def _acquire(self, k: int) -> None:
+        assert self.jsx is not None
+        floor = await self.jsx.floor(k)
+        if floor is None:  # never served (or idle past the state's lifetime): start now
+            floor = await self.jsx.next_seq()
+            await self.jsx.put_floor(k, floor)
+        part = _Partition(k, last_seq=floor - 1, floor=floor, floor_at=time.monotonic())
+        self._parts[k] = part
+
+        async def on_msg(msg: Msg) -> None:
+            await self._on_message(part, msg)
+
+        try:
+            part.sub = await self.jsx.js.subscribe(
+                self.jsx.layout.partition_subject(k),
+                stream=self.jsx.layout.stream,
+                ordered_consumer=True,
+                idle_heartbeat=1.0,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+                config=ConsumerConfig(opt_start_seq=floor),
+                cb=on_msg,
+            )
+        except Exception:
+            del self._parts[k]
+            raise
+        log.debug("partition %d: consuming from stream sequence %d", k, floor)
+
+    async def _release(self, k: int, handoff: bool) -> None:
+        """Stop serving partition ``k``. ``handoff``: store where each of its sessions must be
+        replayed from first (closing sessions finish first); else (lease lost) store nothing."""
+        part = self._parts.get(k)
+        if part is None:
+            return
+        part.releasing = True
+        if part.sub is not None:
+            with contextlib.suppress(Exception):
+                await part.sub.unsubscribe()
+        try:
+            if handoff:
+                assert self.jsx is not None
+                closing = [t for sid in part.closing for t in self.r.closing_tasks(sid)]
+                if closing:  # their finals and closed-marks go out first, from here
+                    await asyncio.wait(closing, timeout=self.r.settings.stt_drain_timeout / 2)
+                # a closing session not done yet is replayed by the next owner
+                lives = self._partition_lives(part)
+                await asyncio.gather(
+                    *(
+                        self.jsx.put_checkpoint(live.session.id, self._checkpoint(live))
+                        for live in lives
+                    )
+                )
+                floor = min((_st(live).replay_seq for live in lives), default=part.last_seq + 1)
+                await self.jsx.put_floor(k, floor)
+        finally:
+            if self._parts.get(k) is part:
+                del self._parts[k]
+            lives = self._partition_lives(part)
+            for live in lives:
+                self._abandon(live)
+            if lives:
+                log.info(
+                    "partition %d: %d session(s) %s",
+                    k,
+                    len(lives),
+                    "handed over" if handoff else "left to the new owner",
+                )
+
+    def _partition_lives(self, part: _Partition) -> list[Live]:
+        lives = [live for live in self.r.sessions.values() if _st(live).partition == part.k]
+        return lives + [live for live in part.closing.values() if not live.abandoned]
+
+    def _abandon(self, live: Live) -> None:
+        """Forget a session another replica now serves: publish nothing more for it, and close
+        its recognizer stream without a final."""
+        live.abandoned = True
+        if live.tag is not None:
+            _st(live).held.clear()
+        if self.r.sessions.get(live.session.id) is live:
+            del self.r.sessions[live.session.id]
+        if live.pump is not None:
+            live.pump.cancel()
+        live.trace.close("moved", live.session.samples_heard / 16000, live.session.sequence, 0)
+        self._track(asyncio.create_task(live.stream.aclose(), name=f"abandon-{live.session.id}"))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._abandoning.add(task)
+        task.add_done_callback(self._abandoning.discard)
+
+    # --- inbound --------------------------------------------------------------------------------
+    async def _on_message(self, part: _Partition, msg: Msg) -> None:
+        if self._parts.get(part.k) is not part or part.releasing:
+            return  # being given up
+        seq = msg.metadata.sequence.stream
+        if seq <= part.last_seq:
+            return  # seen before (an ordered consumer that restarted)
+        part.last_seq = seq
+        self.r.stats.messages += 1
+        sid = msg.subject.rsplit(".", 1)[-1]
+        live = self.r.sessions.get(sid)
+        prior_v = 0  # a session reopened under an id used before: its checkpoints must win
+        if live is None and sid in part.closing:
+            # closed here moments ago (its closed-mark may not be stored yet): a new session,
+            # or a message for one that has ended
+            prior_v = _st(part.closing[sid]).v + 1
+        elif live is None:
+            try:
+                resumed = await self._resume(part, sid, seq)
+            except Exception as exc:
+                # without the checkpoint the session cannot go on correctly: serve the partition
+                # again from its floor (taken back, or by another replica)
+                log.warning("partition %d: %s; serving it again from its floor", part.k, exc)
+                if self.leases is not None and not part.releasing:
+                    part.releasing = True
+                    self._track(
+                        asyncio.create_task(self.leases.drop(part.k), name=f"drop-{part.k}")
+                    )
+                return
+            if resumed is False:
+                return
+            live = resumed if isinstance(resumed, Live) else None
+        if live is not None:
+            st = _st(live)
+            point = st.replay.observe(seq, live.session)
+            if point is not None:
+                st.replay_seq, st.snap = point.seq, point.snapshot
+            st.replaying = seq <= st.quiet_until
+            st.handled = seq  # before handling: an 'end' closes the session meanwhile
+        opened = live is None
+        await self.r.handle(msg.data, sid, (part, seq))
+        live = self.r.sessions.get(sid)
+        if live is None:
+            return
+        st = _st(live)
+        if opened:
+            earlier = part.known.pop(sid, None)  # the closed-mark of a session of the same id
+            st.v = max(prior_v, int(earlier["v"]) + 1 if earlier else 0)
+        st.replaying = False
+        if self._parts.get(part.k) is not part:
+            self._abandon(live)  # the partition was given up while this message was handled
+
+    def opened(self, live: Live, origin: object) -> None:
+        assert isinstance(origin, tuple)  # (partition, stream sequence), from _on_message
+        part, seq = origin  # a replay of this session would start at this message
+        live.tag = SessionReplay(
+            part.k,
+            self._tracker(),
+            replay_seq=seq,
+            persisted=seq,
+            handled=seq,
+            snap=live.session.snapshot(),
+        )
+
+    def replaying(self, live: Live) -> bool:
+        return live.tag is not None and _st(live).replaying
+
+    async def _resume(self, part: _Partition, sid: str, seq: int) -> Live | bool | None:
+        """The first message here of a session not open here: its checkpoint decides whether the
+        message was handled before (False: skip it), or the session goes on from its checkpoint
+        (the restored session), or it is new (None). Raises when the checkpoint cannot be read."""
+        assert self.jsx is not None
+        if sid not in part.known:
+            if len(part.known) > 10_000:
+                part.known.clear()
+            for attempt in range(3):
+                try:
+                    part.known[sid] = await self.jsx.session_checkpoint(sid)
+                    break
+                except Exception as exc:
+                    if attempt == 2:
+                        raise RuntimeError(
+                            f"session {sid}: could not read its checkpoint: {exc}"
+                        ) from None
+                    await asyncio.sleep(0.2)
+        ckpt = part.known[sid]
+        if ckpt is None:
+            return None
+        if "closed" in ckpt:
+            return False if seq <= int(ckpt["closed"]) else None
+        if seq < int(ckpt["replay"]):
+            return False
+        part.known.pop(sid, None)
+        now = time.time()
+        config = self.r.config
+        snap = ckpt.get("snap") or Session(sid, config, now).snapshot()
+        live = self.r.add(Session.restore(sid, config, now, snap, ckpt["progress"]))
+        replay = int(ckpt["replay"])
+        handled = int(ckpt.get("handled") or 0)
+        live.tag = SessionReplay(
+            part.k,
+            self._tracker(),
+            v=int(ckpt["v"]),
+            replay_seq=replay,
+            persisted=replay,
+            snap=snap,
+            handled=handled,
+            quiet_until=handled,
+        )
+        self.r.tel.resumed.add(1, self.r.tel.attrs)
+        log.info(
+            "session %s resumed from stream sequence %d (transcript %d on)",
+            sid,
+            replay,
+            live.session.sequence,
+        )
+        return live
+
+    # --- outbound -------------------------------------------------------------------------------
+    def _may_publish(self, st: SessionReplay) -> bool:
+        """A session's results go out only while its partition's lease is surely ours, and
+        through a live connection (a reconnecting client would send them late, after a new
+        owner may have published them again)."""
+        assert self.r.nc is not None
+        if self.leases is None or st.partition < 0:
+            return True
+        return self.r.nc.is_connected and self.leases.fresh(st.partition)
+
+    async def send(self, subject: str, message: dict[str, Any], live: Live | None) -> bool:
+        nc = self.r.nc
+        assert nc is not None
+        if live is None or live.tag is None:
+            await nc.publish(subject, encode(message))
+            return True
+        st = _st(live)
+        if live.abandoned or (st.replaying and message.get("type") == "error"):
+            return False  # moved to another replica; or a replayed error, published before
+        # what this session has published so far travels with the message itself
+        headers = {CHECKPOINT_HEADER: encode_checkpoint(self._checkpoint(live))}
+        if st.held or not self._may_publish(st):
+            # fenced: another replica may own this session by now and publish it itself
+            st.held.append((subject, encode(message), headers))
+            return False
+        await nc.publish(subject, encode(message), headers=headers)
+        st.persisted, st.persisted_at = st.replay_seq, time.monotonic()
+        return True
+
+    async def _release_held(self) -> None:
+        """After a renewal: publish, in order, what was held while the lease was in doubt."""
+        nc = self.r.nc
+        assert nc is not None
+        closing = [live for part in self._parts.values() for live in part.closing.values()]
+        for live in [*self.r.sessions.values(), *closing]:
+            st = _st(live)
+            while st.held and not live.abandoned and self._may_publish(st):
+                subject, data, headers = st.held.pop(0)
+                try:
+                    await nc.publish(subject, data, headers=headers)
+                    self.r.stats.published += 1
+                except Exception as exc:
+                    st.held.insert(0, (subject, data, headers))
+                    log.warning("session %s: results still held: %s", live.session.id, exc)
+                    break
+                if not st.held:
+                    st.persisted, st.persisted_at = st.replay_seq, time.monotonic()
+
+    def closing(self, live: Live) -> None:
+        part = self._parts.get(_st(live).partition)
+        if part is not None:  # its audio stays replayable until the close is recorded
+            part.closing[live.session.id] = live
+
+    async def closed(self, live: Live, complete: bool) -> None:
+        st = _st(live)
+        try:
+            if complete:
+                while st.held and not live.abandoned:  # fenced results go out first
+                    await asyncio.sleep(0.05)
+                if self.jsx is not None and not live.abandoned and st.partition in self._parts:
+                    # a replay of this partition skips the session's messages up to its close
+                    mark = {"v": st.v + 1, "closed": st.handled}
+                    await self.jsx.put_checkpoint(live.session.id, mark)
+                    part = self._parts.get(st.partition)
+                    if part is not None:
+                        part.known[live.session.id] = mark
+        finally:
+            part = self._parts.get(st.partition)
+            if part is not None and part.closing.get(live.session.id) is live:
+                del part.closing[live.session.id]
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def _checkpoint(self, live: Live) -> dict[str, Any]:
+        st = _st(live)
+        st.v += 1
+        return {
+            "v": st.v,
+            "replay": st.replay_seq,
+            "snap": st.snap,
+            "progress": live.session.progress(),
+            "handled": st.handled,
+        }
+
+    async def _checkpoint_loop(self) -> None:
+        """Each second: store the replay point of the sessions that moved on (each at most every
+        CHECKPOINT_EVERY_S), then each partition's floor (the oldest stored replay point of its
+        sessions), so replays stay short and the stream's audio can age out."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._store_checkpoints()
+            except Exception as exc:
+                log.warning("could not store checkpoints: %s", str(exc) or type(exc).__name__)
+
+    async def _store_checkpoints(self) -> None:
+        assert self.jsx is not None
+        jsx = self.jsx
+        due = time.monotonic() - CHECKPOINT_EVERY_S
+        moved = [
+            live
+            for live in list(self.r.sessions.values())
+            if _st(live).partition in self._parts
+            and not self._parts[_st(live).partition].releasing
+            and _st(live).replay_seq > _st(live).persisted
+            and _st(live).persisted_at <= due
+        ]
+
+        async def store(live: Live) -> None:
+            st = _st(live)
+            replay = st.replay_seq
+            if live.abandoned:
+                return
+            await jsx.put_checkpoint(live.session.id, self._checkpoint(live))
+            st.persisted = max(st.persisted, replay)
+            st.persisted_at = time.monotonic()
+
+        await asyncio.gather(*(store(live) for live in moved))
+        now = time.monotonic()
+        for k, part in list(self._parts.items()):
+            lives = self._partition_lives(part)
+            floor = min((_st(live).persisted for live in lives), default=part.last_seq + 1)
+            if floor != part.floor or now - part.floor_at > FLOOR_RENEW_S:
+                if self._parts.get(k) is not part or part.releasing:
+                    continue  # given up meanwhile: its hand-over wrote the floor
+                await jsx.put_floor(k, floor)
+                part.floor, part.floor_at = floor, now
