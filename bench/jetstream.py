@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE.parent))
 
 from common import pct_ms, proc_cpu_seconds  # noqa: E402
+from workerlog import parse_worker_stats  # noqa: E402
 
 from stt_service.audio import read_wav  # noqa: E402
 from stt_service.client import stream_audio  # noqa: E402
@@ -124,8 +125,8 @@ def noise(seconds: float) -> bytes:
 
 
 def lag_from(stats: str) -> dict[str, float]:
-    m = re.search(r"chunk lag from client timestamp p50 ([\d.]+) ms, p99 ([\d.]+) ms", stats)
-    return {"p50": float(m.group(1)), "p99": float(m.group(2))} if m else {}
+    lag = parse_worker_stats(stats).get("chunk_lag", {})
+    return {k: lag[k] for k in ("p50", "p99") if k in lag}
 
 
 async def probe_loop(url: str, stop: asyncio.Event, rtts: list[float]) -> None:
