@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -23,6 +24,7 @@ from .client import (
     ResultCollector,
     SessionResults,
     StreamTiming,
+    format_message,
     stream_audio,
     word_error_rate,
 )
@@ -32,42 +34,6 @@ from .natsauth import nats_options, redact_url
 from .natsconn import connect_nats
 
 log = logging.getLogger("stt_service")
-
-
-# --- output formatting ----------------------------------------------------------------------------
-def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
-    """One readable line for a published message (the Flux load tester's style)."""
-    kind = m.get("type", "transcript")
-    if kind == "transcript":
-        text = m.get("transcript", "")
-        if m.get("is_final"):
-            info = [f"#{m.get('sequence')}"]
-            if m.get("confidence") is not None:
-                info.append(f"{100 * m['confidence']:.1f}%")
-            if m.get("audio_start") is not None:
-                info.append(f"{m['audio_start']:.2f}-{m.get('audio_end', 0):.2f} s")
-            if m.get("end_of_turn_confidence") is not None:
-                info.append(f"done {100 * m['end_of_turn_confidence']:.0f}%")
-            if latency_ms is not None:
-                info.append(f"+{latency_ms:.0f} ms")
-            if m.get("speaker_id"):
-                info.append(f"speaker {m['speaker_id']}")
-            return f"✓ {text}  [{', '.join(info)}]"
-        event = f" [{m['event']}]" if m.get("event") else ""
-        return f"… {text}{event}"
-    if kind == "interrupt":
-        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
-        return f"⚡ interrupt{who}: user barged in, state -> listening"
-    if kind == "interrupt_cancelled":
-        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
-        why = {
-            "no_words": "the speech held no words",
-            "backchannel": "only a backchannel",
-        }.get(str(m.get("reason")), str(m.get("reason")))
-        return f"↩ interrupt taken back{who}: {why}, state -> responding"
-    if kind == "error":
-        return f"✗ error {m.get('code')}: {m.get('message')}"
-    return f"? {m}"
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
@@ -119,7 +85,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # --- demo -----------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("WARNING" if not args.verbose else "INFO")
+    if args.web:
+        from .webdemo import web_demo
+
+        def settings_for(url: str) -> Settings:
+            return _settings(args, nats_url=url)
+
+        return asyncio.run(
+            web_demo(args.nats_url, args.nats_ws, args.host, args.port, settings_for)
+        )
     return asyncio.run(_demo(args))
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    _setup_logging("WARNING")
+    from .webdemo import page_only
+
+    return asyncio.run(
+        page_only(args.nats_ws, args.host, args.port, args.input_subject, args.output_subject)
+    )
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -206,26 +190,36 @@ async def _demo(args: argparse.Namespace) -> int:
 # --- send -----------------------------------------------------------------------------------------
 def cmd_send(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
+    if bool(args.file) == bool(args.mic):
+        print("stt-service send: give a WAV file or --mic (one of them)", file=sys.stderr)
+        return 2
+    mic = None
+    audio = None
     try:
-        audio = read_wav(args.file)
-    except (OSError, ValueError) as exc:
+        if args.mic:
+            from .mic import Microphone
+
+            mic = Microphone(args.device, args.chunk_ms)
+        else:
+            audio = read_wav(args.file)
+    except (OSError, ValueError, RuntimeError) as exc:  # MicrophoneError: one line
         print(f"stt-service send: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_send(args, audio))
+        return asyncio.run(_send(args, audio, mic))
     except KeyboardInterrupt:
         return 130
 
 
-async def _send(args: argparse.Namespace, audio: Any) -> int:
+async def _send(args: argparse.Namespace, audio: Any, mic: Any = None) -> int:
     url = _nats_url(args)
     try:  # the service's own connect: credentials and TLS from the environment, one-line errors
         nc = await connect_nats(_settings(args), url=url, name="stt-service-send")
     except RuntimeError as exc:
         print(f"stt-service send: {exc}", file=sys.stderr)
         return 1
-    prefix = args.session_prefix or f"send-{uuid.uuid4().hex[:6]}"
-    ids = [f"{prefix}-{i + 1}" for i in range(args.sessions)]
+    prefix = args.session_prefix or f"{'mic' if mic else 'send'}-{uuid.uuid4().hex[:6]}"
+    ids = [f"{prefix}-{i + 1}" for i in range(1 if mic else args.sessions)]
     label = {sid: f"[{sid[len(prefix) + 1 :] if args.sessions > 1 else sid}]" for sid in ids}
     timings: dict[str, StreamTiming] = {}
     latencies: dict[str, list[float]] = {sid: [] for sid in ids}
@@ -247,13 +241,21 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
     collector = ResultCollector(nc, args.output_subject, show)
     await collector.start("*")
     duration = args.duration
-    total = duration or (float("inf") if args.loop else audio.duration)
-    print(
-        f"sending {Path(args.file).name} ({audio.duration:.1f} s, {audio.sample_rate} Hz, "
-        f"{audio.channels} ch) to {args.sessions} session(s) on {redact_url(url)}, "
-        f"{args.chunk_ms} ms chunks at {args.speed:g}x",
-        flush=True,
-    )
+    if mic is not None:
+        total = duration or float("inf")
+        print(
+            f"listening to {mic.name} ({mic.rate} Hz) as session {ids[0]} on {redact_url(url)}; "
+            "speak, and Ctrl-C to end the session",
+            flush=True,
+        )
+    else:
+        total = duration or (float("inf") if args.loop else audio.duration)
+        print(
+            f"sending {Path(args.file).name} ({audio.duration:.1f} s, {audio.sample_rate} Hz, "
+            f"{audio.channels} ch) to {args.sessions} session(s) on {redact_url(url)}, "
+            f"{args.chunk_ms} ms chunks at {args.speed:g}x",
+            flush=True,
+        )
     last_report = [time.monotonic()]
 
     def progress(sent_s: float) -> None:
@@ -267,8 +269,28 @@ async def _send(args: argparse.Namespace, audio: Any) -> int:
                 flush=True,
             )
 
+    stop = asyncio.Event()  # Ctrl-C ends the microphone's session; a second one, everything
+
+    def interrupted() -> None:
+        print("\nending the session (its last final follows; Ctrl-C again to quit now)")
+        stop.set()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
     async def one(i: int, sid: str) -> None:
         timings[sid] = StreamTiming()
+        if mic is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, interrupted)
+            await mic.stream(
+                nc,
+                sid,
+                input_subject=args.input_subject,
+                stop=stop,
+                state=args.state,
+                duration=duration,
+                timing=timings[sid],
+                progress=progress,
+            )
+            return
         await stream_audio(
             nc,
             sid,
@@ -519,6 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
     def nats_opt(sp: argparse.ArgumentParser, help_: str) -> None:
         sp.add_argument("--nats-url", default=None, help=help_)
 
+    def web_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--host", default="127.0.0.1", help="the page's address (127.0.0.1)")
+        sp.add_argument("--port", type=int, default=8000, help="the page's port (8000; 0: any)")
+        if sp.prog.endswith("demo"):
+            sp.add_argument(
+                "--nats-ws", default=None, help="with --nats-url: its WebSocket URL, for the page"
+            )
+
     sp = sub.add_parser("serve", help="run the worker, configured from the environment")
     nats_opt(sp, "NATS server URL (default: $NATS_URL)")
     sp.set_defaults(func=cmd_serve)
@@ -528,10 +558,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", help="a 16-bit PCM WAV file instead of the bundled sample")
     sp.add_argument("--speed", type=float, default=1.0, help="x real time (default 1)")
     sp.add_argument("-v", "--verbose", action="store_true", help="show the service's log")
+    sp.add_argument(
+        "--web", action="store_true", help="talk to it: serve a live page for the browser's mic"
+    )
+    web_opts(sp)
     sp.set_defaults(func=cmd_demo)
 
-    sp = sub.add_parser("send", help="stream a WAV file to the service and print the results")
-    sp.add_argument("file", help="16-bit PCM WAV file (any rate 8-48 kHz, mono or stereo)")
+    sp = sub.add_parser("web", help="serve the live page for a running deployment's NATS")
+    sp.add_argument(
+        "--nats-ws", required=True, help="the NATS server's WebSocket URL (ws://host:port)"
+    )
+    web_opts(sp)
+    sp.add_argument("--input-subject", default=os.environ.get("STT_INPUT_SUBJECT", DEFAULT_INPUT))
+    sp.add_argument(
+        "--output-subject", default=os.environ.get("STT_OUTPUT_SUBJECT", DEFAULT_OUTPUT)
+    )
+    sp.set_defaults(func=cmd_web)
+
+    sp = sub.add_parser(
+        "send", help="stream a WAV file (or the microphone) to the service and print the results"
+    )
+    sp.add_argument(
+        "file", nargs="?", help="16-bit PCM WAV file (any rate 8-48 kHz, mono or stereo)"
+    )
+    sp.add_argument("--mic", action="store_true", help="stream the microphone (Ctrl-C ends)")
+    sp.add_argument("--device", default=None, help="with --mic: the input device, name or index")
     nats_opt(sp, "NATS server URL (default: $NATS_URL or nats://127.0.0.1:4222)")
     sp.add_argument("--sessions", type=int, default=1, help="concurrent sessions (default 1)")
     sp.add_argument("--loop", action="store_true", help="repeat the file until --duration")

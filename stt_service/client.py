@@ -220,3 +220,38 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1] / len(ref)
+
+
+def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
+    """One readable line for a published message (the Flux load tester's style)."""
+    kind = m.get("type", "transcript")
+    if kind == "transcript":
+        text = m.get("transcript", "")
+        if m.get("is_final"):
+            info = [f"#{m.get('sequence')}"]
+            if m.get("confidence") is not None:
+                info.append(f"{100 * m['confidence']:.1f}%")
+            if m.get("audio_start") is not None:
+                info.append(f"{m['audio_start']:.2f}-{m.get('audio_end', 0):.2f} s")
+            if m.get("end_of_turn_confidence") is not None:
+                info.append(f"done {100 * m['end_of_turn_confidence']:.0f}%")
+            if latency_ms is not None:
+                info.append(f"+{latency_ms:.0f} ms")
+            if m.get("speaker_id"):
+                info.append(f"speaker {m['speaker_id']}")
+            return f"✓ {text}  [{', '.join(info)}]"
+        event = f" [{m['event']}]" if m.get("event") else ""
+        return f"… {text}{event}"
+    if kind == "interrupt":
+        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
+        return f"⚡ interrupt{who}: user barged in, state -> listening"
+    if kind == "interrupt_cancelled":
+        who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
+        why = {
+            "no_words": "the speech held no words",
+            "backchannel": "only a backchannel",
+        }.get(str(m.get("reason")), str(m.get("reason")))
+        return f"↩ interrupt taken back{who}: {why}, state -> responding"
+    if kind == "error":
+        return f"✗ error {m.get('code')}: {m.get('message')}"
+    return f"? {m}"

@@ -56,9 +56,13 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
 class EmbeddedNats:
     """``with EmbeddedNats() as nats: nats.url`` -- a private server on a free loopback port."""
 
-    def __init__(self, port: int | None = None, jetstream: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, jetstream: bool = False, websocket: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.jetstream = jetstream
+        # browsers speak NATS over WebSocket (nats-server's websocket block; no TLS on loopback)
+        self.ws_port = free_port() if websocket else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -66,14 +70,29 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def ws_url(self) -> str | None:
+        return f"ws://127.0.0.1:{self.ws_port}" if self.ws_port else None
+
     def start(self) -> EmbeddedNats:
         args = [find_nats_server(), "-a", "127.0.0.1", "-p", str(self.port)]
-        if self.jetstream:
+        if self.jetstream or self.ws_port:
             self._dir = tempfile.TemporaryDirectory(prefix="stt-nats-")
+        if self.jetstream:
+            assert self._dir is not None
             args += ["-js", "-sd", self._dir.name]
+        if self.ws_port:
+            assert self._dir is not None
+            conf = Path(self._dir.name) / "websocket.conf"
+            conf.write_text(
+                f"websocket {{\n  host: 127.0.0.1\n  port: {self.ws_port}\n  no_tls: true\n}}\n"
+            )
+            args += ["-c", str(conf)]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_for_port("127.0.0.1", self.port, 10.0)
+            if self.ws_port:
+                wait_for_port("127.0.0.1", self.ws_port, 10.0)
         except TimeoutError:
             self.stop()
             raise
