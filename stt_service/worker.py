@@ -220,14 +220,13 @@ class Worker:
         """One inbound message of session ``sid``, as the way in received it."""
         live = self.sessions.get(sid)
         with session_logging(sid, live.trace.span if live is not None else None):
-            await self._handle(data, sid, origin)
+            await self._handle(data, sid, origin, live)
 
-    async def _handle(self, data: bytes, sid: str, origin: object) -> None:
+    async def _handle(self, data: bytes, sid: str, origin: object, live: Live | None) -> None:
         now = time.time()
         began = time.perf_counter()
         try:
             parsed = parse_inbound(data, sid, self.settings.stt_max_chunk_bytes)
-            live = self.sessions.get(sid)
             if isinstance(parsed, ProtocolError):
                 if live is None or not self.inlet.replaying(live):
                     await self._reply_error(sid, parsed.code, parsed.message, now)

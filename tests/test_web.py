@@ -12,7 +12,6 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +75,12 @@ class Command:
 
 
 @pytest.fixture
-async def speech_wav(tmp_path: Path) -> AsyncIterator[Path]:
+def speech_wav(tmp_path: Path) -> Path:
     """Two LibriVox sentences with pauses: the browser's microphone."""
     audio = joined([utterance("0880"), utterance("0930")], gap_s=2.0)
     path = tmp_path / "mic.wav"
     path.write_bytes(wav_bytes(np.frombuffer(audio.pcm, dtype="<i2"), audio.sample_rate))
-    yield path
+    return path
 
 
 async def test_the_page_transcribes_the_microphone_and_shows_a_barge_in(

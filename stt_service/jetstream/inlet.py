@@ -469,14 +469,14 @@ class JetStreamInlet:
         assert self.jsx is not None
         jsx = self.jsx
         due = time.monotonic() - CHECKPOINT_EVERY_S
-        moved = [
-            live
-            for live in list(self.r.sessions.values())
-            if _st(live).partition in self._parts
-            and not self._parts[_st(live).partition].releasing
-            and _st(live).replay_seq > _st(live).persisted
-            and _st(live).persisted_at <= due
-        ]
+        moved = []
+        for live in list(self.r.sessions.values()):
+            st = _st(live)
+            part = self._parts.get(st.partition)
+            if part is None or part.releasing:
+                continue
+            if st.replay_seq > st.persisted and st.persisted_at <= due:
+                moved.append(live)
 
         async def store(live: Live) -> None:
             st = _st(live)

@@ -70,8 +70,11 @@ function latencyOf(message) {
   const s = page.session;
   if (!s || typeof message.audio_end !== "number") return null;
   const sample = message.audio_end * s.rate;
-  const sent = s.sent.find(([end]) => end >= sample - 1);
-  return sent ? performance.now() - sent[1] : null;
+  const i = s.sent.findIndex(([end]) => end >= sample - 1);
+  if (i < 0) return null;
+  const latency = performance.now() - s.sent[i][1];
+  s.sent.splice(0, i); // later finals end later: what came before is not needed again
+  return latency;
 }
 
 function addLine(kind, text, meta) {
