@@ -56,8 +56,10 @@ from nats.aio.client import Client as NATS  # noqa: E402
 
 from bench.common import pct_ms  # noqa: E402
 from bench.run import WorkerProcess, session_audio  # noqa: E402
+from bench.speech import speech_bounds  # noqa: E402
 from stt_service.audio import WavAudio  # noqa: E402
-from stt_service.client import (  # noqa: E402
+from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
+from stt_service.commands.client import (  # noqa: E402
     ResultCollector,
     SessionResults,
     StreamTiming,
@@ -65,8 +67,6 @@ from stt_service.client import (  # noqa: E402
     stream_audio,
     word_error_rate,
 )
-from stt_service.embedded import EmbeddedNats  # noqa: E402
-from tests.speech import speech_bounds  # noqa: E402
 
 RATE = 16000
 LEAD_S = 2.0  # bed before the speech: past the session's first half second, the bed heard

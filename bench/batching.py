@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.speech import utterances  # noqa: E402
 from stt_service.backends.whisper_local import WhisperLocal  # noqa: E402
 from stt_service.config import Settings  # noqa: E402
-from tests.speech import utterances  # noqa: E402
 
 
 async def main() -> None:

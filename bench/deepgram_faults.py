@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.speech import joined, utterance
 from stt_service.backends.base import RecognitionError, RecognitionEvent, StreamParams
-from stt_service.backends.flux import flux_backend
+from stt_service.backends.deepgram.flux import flux_backend
 from stt_service.config import load_settings
 from stt_service.emulator.sagemaker import Fault, SageMakerEmulator
-from tests.speech import joined, utterance
 
 SCRIPT = ["first turn", "second turn"]
 

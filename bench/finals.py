@@ -33,12 +33,12 @@ import soxr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.speech import utterances  # noqa: E402
 from stt_service.backends import whisper_local  # noqa: E402
 from stt_service.backends.whisper_local import WhisperLocal  # noqa: E402
-from stt_service.client import word_error_rate  # noqa: E402
+from stt_service.commands.client import word_error_rate  # noqa: E402
 from stt_service.config import Settings  # noqa: E402
-from stt_service.vad import FrameClassifier  # noqa: E402
-from tests.speech import utterances  # noqa: E402
+from stt_service.speech.vad import FrameClassifier  # noqa: E402
 
 FRAME = 480  # 30 ms, the service's VAD frame
 

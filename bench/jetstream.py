@@ -49,8 +49,8 @@ from common import pct_ms, proc_cpu_seconds  # noqa: E402
 from workerlog import parse_worker_stats  # noqa: E402
 
 from stt_service.audio import read_wav  # noqa: E402
-from stt_service.client import stream_audio  # noqa: E402
-from stt_service.embedded import EmbeddedNats  # noqa: E402
+from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
+from stt_service.commands.client import stream_audio  # noqa: E402
 from stt_service.jetstream import partition_owners  # noqa: E402
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
@@ -76,7 +76,7 @@ class Worker:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "stt_service.cli",
+            "stt_service.commands.cli",
             "serve",
             env=self._env,
             stdout=asyncio.subprocess.PIPE,

@@ -84,7 +84,7 @@ from bench.msgpath_roles import (  # noqa: E402
     role_emulator,
     role_publish,
 )
-from stt_service.embedded import EmbeddedNats  # noqa: E402
+from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
 
 
 def table(

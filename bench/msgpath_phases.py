@@ -187,7 +187,7 @@ async def start_service(
         t0 = time.monotonic()
         worker = await Child.start(
             "worker",
-            [sys.executable, "-m", "stt_service.cli", "serve"],
+            [sys.executable, "-m", "stt_service.commands.cli", "serve"],
             worker_env(nats_url, where, sessions),
         )
         await worker.wait_for("listening", 120)

@@ -37,7 +37,7 @@ BLAST_SUBJECTS = 1000
 
 
 def chunk_message(audio: bytes) -> bytes:
-    """A chunk exactly as :func:`stt_service.client.stream_audio` packs it."""
+    """A chunk exactly as :func:`stt_service.commands.client.stream_audio` packs it."""
     msg = {"type": "chunk", "timestamp": time.time(), "audio": audio}
     return msgpack.packb(msg, use_bin_type=True)
 
@@ -46,7 +46,7 @@ def speech_chunks() -> list[bytes]:
     """The five LibriVox utterances with 1.5 s of silence after each, in 100 ms chunks."""
     import numpy as np
 
-    from tests.speech import utterances
+    from bench.speech import utterances
 
     parts: list[Any] = [np.zeros(RATE // 2, dtype=np.int16)]
     for u in utterances():
@@ -278,8 +278,8 @@ async def role_emulator(args: argparse.Namespace) -> None:
 
         Config.h2_max_concurrent_streams = args.h2_streams
         Config.keep_alive_max_requests = max(Config.keep_alive_max_requests, 10 * args.h2_streams)
+    from bench.speech import utterances
     from stt_service.emulator.sagemaker import SageMakerEmulator
-    from tests.speech import utterances
 
     script = [u.reference.lower() for u in utterances()]
     stop = asyncio.Event()

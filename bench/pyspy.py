@@ -56,7 +56,13 @@ def top_functions(path: Path, top: int) -> dict[str, Any]:
             incl[f] += n
     if not total:
         return {}
-    scaffolding = ("(asyncio/", "(<frozen runpy>", "<module> (", "(stt_service/cli.py", "(bench/")
+    scaffolding = (
+        "(asyncio/",
+        "(<frozen runpy>",
+        "<module> (",
+        "(stt_service/commands/",
+        "(bench/",
+    )
     inclusive = [(f, c) for f, c in incl.most_common() if not any(x in f for x in scaffolding)]
     return {
         "samples": total,

@@ -53,16 +53,16 @@ sys.path.insert(0, str(ROOT))
 from nats.aio.client import Client as NATS  # noqa: E402
 
 from bench.common import pct_ms, proc_cpu_seconds, proc_status_kb  # noqa: E402
+from bench.speech import speech_bounds, utterances  # noqa: E402
 from stt_service.audio import WavAudio  # noqa: E402
-from stt_service.client import (  # noqa: E402
+from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
+from stt_service.commands.client import (  # noqa: E402
     ResultCollector,
     SessionResults,
     StreamTiming,
     stream_audio,
     word_error_rate,
 )
-from stt_service.embedded import EmbeddedNats  # noqa: E402
-from tests.speech import speech_bounds, utterances  # noqa: E402
 
 GAP_S = 1.5
 RATE = 16000
@@ -112,7 +112,7 @@ class WorkerProcess:
 
     def __init__(self, nats_url: str, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stt_service.cli", "serve"],
+            [sys.executable, "-m", "stt_service.commands.cli", "serve"],
             env={
                 **os.environ,
                 "STT_HEALTH_PORT": "0",  # no health checks: nothing else may hold 8080

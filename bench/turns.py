@@ -47,15 +47,15 @@ from nats.aio.client import Client as NATS  # noqa: E402
 
 from bench.common import pct_ms  # noqa: E402
 from bench.run import WorkerProcess  # noqa: E402
+from bench.speech import speech_bounds, utterances  # noqa: E402
 from stt_service.audio import WavAudio  # noqa: E402
-from stt_service.client import (  # noqa: E402
+from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
+from stt_service.commands.client import (  # noqa: E402
     ResultCollector,
     StreamTiming,
     stream_audio,
     word_error_rate,
 )
-from stt_service.embedded import EmbeddedNats  # noqa: E402
-from tests.speech import speech_bounds, utterances  # noqa: E402
 
 PROMPTS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 RATE = 16_000

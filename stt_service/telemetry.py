@@ -35,7 +35,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanContext, Status, StatusCode
 
 from . import __version__
-from .config import Settings
+from .config import TelemetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,9 @@ def _otlp_configured() -> bool:
     )
 
 
-def build_providers(settings: Settings) -> tuple[trace.TracerProvider, metrics.MeterProvider]:
+def build_providers(
+    settings: TelemetrySettings,
+) -> tuple[trace.TracerProvider, metrics.MeterProvider]:
     """The SDK providers ``serve`` uses, exporting as the settings and ``OTEL_*`` say."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -16,12 +16,12 @@ from nats.aio.client import Client as NATS
 
 from stt_service.audio import WavAudio
 from stt_service.backends import make_recognizer
-from stt_service.client import ResultCollector, SessionResults, stream_audio
+from stt_service.bus.embedded import EmbeddedNats
+from stt_service.commands.client import ResultCollector, SessionResults, stream_audio
 from stt_service.config import Settings, load_settings
-from stt_service.embedded import EmbeddedNats
-from stt_service.serve import inlet_for
+from stt_service.runner.serve import inlet_for
+from stt_service.runner.worker import Worker
 from stt_service.telemetry import Telemetry
-from stt_service.worker import Worker
 
 
 @pytest.fixture

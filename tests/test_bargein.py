@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from stt_service.bargein import Backchannels, BargeIn, Cancel, Interrupt, words
+from stt_service.session.bargein import Backchannels, BargeIn, Cancel, Interrupt, words
 
 T = 1000.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stt_service.client import SessionResults
+from stt_service.commands.client import SessionResults
 from stt_service.emulator.sagemaker import SageMakerEmulator
 
 from .recordings import alsa_noise, looped, prompt

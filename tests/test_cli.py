@@ -16,14 +16,14 @@ import nats
 import numpy as np
 import pytest
 
-from stt_service.cli import format_message
-from stt_service.client import ResultCollector, stream_audio, word_error_rate
-from stt_service.embedded import EmbeddedNats
+from stt_service.bus.embedded import EmbeddedNats
+from stt_service.commands.cli import format_message
+from stt_service.commands.client import ResultCollector, stream_audio, word_error_rate
 
 from .speech import joined, pcm16, silence, utterance
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "stt_service.cli"]
+CLI = [sys.executable, "-m", "stt_service.commands.cli"]
 
 
 def _env(url: str, **extra: str) -> dict[str, str]:
@@ -96,7 +96,7 @@ async def test_sigterm_mid_utterance_publishes_the_final_and_exits_0() -> None:
 
 
 def word_normalized(text: str) -> str:
-    from stt_service.client import normalize_text
+    from stt_service.commands.client import normalize_text
 
     return normalize_text(text)
 

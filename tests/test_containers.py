@@ -39,8 +39,8 @@ import nats
 import pytest
 
 from stt_service.audio import WavAudio, read_wav
-from stt_service.client import ResultCollector, SessionResults, stream_audio
-from stt_service.embedded import EmbeddedNats, free_port
+from stt_service.bus.embedded import EmbeddedNats, free_port
+from stt_service.commands.client import ResultCollector, SessionResults, stream_audio
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = ("Dockerfile", "Dockerfile.local")
@@ -520,7 +520,7 @@ def test_slim_image_has_remote_backends_and_no_ctranslate2(slim: Build) -> None:
     assert Path(proc.stdout.strip()).is_relative_to(slim.venv), proc.stdout
     # the remote recognizers need voice detection too: Silero's model and runtime are there
     proc = slim.python(
-        "import numpy as np; from stt_service.silero import SileroStream, shared_model;"
+        "import numpy as np; from stt_service.speech.silero import SileroStream, shared_model;"
         "m = shared_model(); x = np.zeros(576, np.float32);"
         "print(m.path, float(m.probabilities([SileroStream()], [x])[0]))",
         env,

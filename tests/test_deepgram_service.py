@@ -17,8 +17,8 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from stt_service.backends import deepgram
-from stt_service.embedded import free_port
+from stt_service.backends.deepgram import backend as deepgram
+from stt_service.bus.embedded import free_port
 from stt_service.emulator.sagemaker import SageMakerEmulator
 from stt_service.emulator.websocket import DeepgramWebSocketEmulator
 
@@ -186,7 +186,7 @@ async def test_stt_service_emulate_serves_both_transports(service: Any) -> None:
     sm_port, ws_port = free_port(), free_port()
     args = ["--port", str(sm_port), "--ws-port", str(ws_port), "--script", "hello there"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stt_service.cli", "emulate", *args, "--duration", "60"],
+        [sys.executable, "-m", "stt_service.commands.cli", "emulate", *args, "--duration", "60"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

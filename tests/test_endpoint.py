@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stt_service.endpoint import Endpointer, EndpointEvent
+from stt_service.session.endpoint import Endpointer, EndpointEvent
 
 
 # --- Endpointer -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ publish again; the partition plan; the partition hash against a real nats-server
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,18 @@ import pytest
 from nats.js.api import StreamConfig
 
 from stt_service.backends.base import RecognitionEvent
-from stt_service.embedded import EmbeddedNats
+from stt_service.bus.embedded import EmbeddedNats
 from stt_service.jetstream import Layout, ReplayTracker, partition_of, plan
 from stt_service.protocol import Inbound, ProtocolError, parse_inbound
-from stt_service.session import EndUtterance, Publish, SendAudio, Session, SessionConfig
+from stt_service.session import (
+    EndUtterance,
+    Progress,
+    Publish,
+    SendAudio,
+    Session,
+    SessionConfig,
+    Snapshot,
+)
 
 from .speech import silence, utterance
 
@@ -146,6 +155,52 @@ def test_a_restored_session_publishes_each_final_once_and_numbers_on(crash_after
     assert all(m["speaker_id"] == "ann" for m in transcripts)
 
 
+# the keys of a checkpoint's snapshot and progress as every version of the service has written
+# them: a replica of another version must read what this one stores (a rolling upgrade)
+SNAPSHOT_KEYS = {
+    "heard",
+    "pending",
+    "next_utt",
+    "state",
+    "speaker",
+    "params",
+    "rate",
+    "channels",
+    "explicit",
+    "audio",
+    "opened_at",
+    "chunks",
+}
+PROGRESS_KEYS = {"sequence", "finished", "interrupt_at", "interrupts", "final_end", "turn"}
+
+
+def test_a_checkpoint_read_back_from_json_restores_the_same_session() -> None:
+    """What a new owner reads is the checkpoint's JSON text: restored from it, the session
+    publishes what it would have published restored from the objects themselves."""
+    messages = conversation()
+    first = Session(SID, SessionConfig(), T0)
+    before, tracker = run(first, messages, stop_after=195)
+    point = tracker.observe(196, first)
+    assert point is not None
+    snap, progress = point.snapshot.to_json(), first.progress().to_json()
+    assert set(snap) == SNAPSHOT_KEYS and set(progress) == PROGRESS_KEYS
+    stored = json.loads(json.dumps({"snap": snap, "progress": progress}))
+    assert Snapshot.from_json(stored["snap"]) == point.snapshot
+    assert Progress.from_json(stored["progress"]) == first.progress()
+
+    direct = Session.restore(SID, SessionConfig(), T0, point.snapshot, first.progress())
+    read_back = Session.restore(
+        SID,
+        SessionConfig(),
+        T0,
+        Snapshot.from_json(stored["snap"]),
+        Progress.from_json(stored["progress"]),
+    )
+    out_direct, _ = run(direct, messages, start_at=point.seq)
+    out_read, _ = run(read_back, messages, start_at=point.seq)
+    assert finals(out_read) == finals(out_direct) and finals(before + out_read)
+
+
 def test_a_replay_starts_in_the_silence_before_an_utterance() -> None:
     messages = conversation()
     s = Session(SID, SessionConfig(), T0)
@@ -161,11 +216,11 @@ def test_a_replay_starts_in_the_silence_before_an_utterance() -> None:
     # sample of its own (its pre-roll), so a replay fills the pre-roll again
     for seq, u in ((170, 1), (230, 2)):
         p = points[seq]
-        assert p is not None and p.snapshot["next_utt"] == u
+        assert p is not None and p.snapshot.next_utterance == u
         assert rec.spans[u - 1][1] <= p.heard <= rec.spans[u][0]
     # at the end, after the last final: in the trailing silence
     p = points[messages[-1][0]]
-    assert p is not None and p.snapshot["next_utt"] == 3
+    assert p is not None and p.snapshot.next_utterance == 3
 
 
 def test_interrupts_are_not_published_again_after_a_restore() -> None:
@@ -177,7 +232,7 @@ def test_interrupts_are_not_published_again_after_a_restore() -> None:
     probe = Session(SID, SessionConfig(), T0)
     probe.handle(messages[0][1], T0)  # the start: a replay from the first chunk
     snapshot = probe.snapshot()
-    assert snapshot["state"] == "responding"
+    assert snapshot.state == "responding"
     second = Session.restore(SID, SessionConfig(), T0, snapshot, first.progress())
     after, _ = run(second, messages, start_at=messages[1][0])
     assert [m["type"] for m in after].count("interrupt") == 0
@@ -254,7 +309,7 @@ def test_a_failed_final_does_not_hold_the_replay_point_back() -> None:
     s.on_event(RecognitionError("backend_error", "decode failed", utterance=0), T0)
     assert s.settled
     point = tracker.observe(messages[50][0], s)
-    assert point is not None and point.snapshot["next_utt"] == 1
+    assert point is not None and point.snapshot.next_utterance == 1
 
 
 @pytest.mark.parametrize("replayed_turns", [0, 1])

@@ -13,7 +13,7 @@ from deepgram.listen.v2.types import (
 )
 
 from stt_service.backends.base import RecognitionEvent, StreamParams
-from stt_service.backends.flux_protocol import (
+from stt_service.backends.deepgram.flux_protocol import (
     CLOSE_STREAM,
     FORCE_END_TURN,
     FluxOptions,

@@ -14,11 +14,11 @@ import nats
 import pytest
 
 from stt_service.backends import make_recognizer, whisper_http
-from stt_service.client import ResultCollector, normalize_text, stream_audio
+from stt_service.bus.embedded import EmbeddedNats, free_port
+from stt_service.commands.client import ResultCollector, normalize_text, stream_audio
 from stt_service.config import load_settings
-from stt_service.embedded import EmbeddedNats, free_port
-from stt_service.health import HealthServer
-from stt_service.worker import Worker
+from stt_service.runner.health import HealthServer
+from stt_service.runner.worker import Worker
 
 from .speech import pcm16, utterance
 
@@ -122,7 +122,7 @@ def test_serve_with_its_health_port_taken_fails_with_one_line() -> None:
             WHISPER_URL="http://127.0.0.1:9",
         )
         proc = subprocess.run(
-            [sys.executable, "-m", "stt_service.cli", "serve"],
+            [sys.executable, "-m", "stt_service.commands.cli", "serve"],
             env=env,
             capture_output=True,
             text=True,
@@ -144,7 +144,7 @@ async def test_healthcheck_command_exit_codes() -> None:
             [
                 sys.executable,
                 "-c",
-                "from stt_service.entry import main; main()",
+                "from stt_service.commands.entry import main; main()",
                 "healthcheck",
                 *args,
             ],
@@ -173,7 +173,7 @@ def test_healthcheck_loads_no_heavy_module() -> None:
     url = f"http://127.0.0.1:{free_port()}/"
     probe = (
         "import sys\n"
-        "from stt_service.entry import main\n"
+        "from stt_service.commands.entry import main\n"
         "try:\n"
         f"    main(['healthcheck', '--url', '{url}', '--timeout', '0.2'])\n"
         "except SystemExit as exit:\n"

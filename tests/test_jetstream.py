@@ -25,21 +25,21 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from stt_service.audio import WavAudio
-from stt_service.client import (
+from stt_service.bus.embedded import EmbeddedNats, find_nats_server, wait_for_port
+from stt_service.commands.client import (
     ResultCollector,
     SessionResults,
     normalize_text,
     stream_audio,
     word_error_rate,
 )
-from stt_service.embedded import EmbeddedNats, find_nats_server, wait_for_port
 from stt_service.jetstream import partition_owners
 from stt_service.protocol import encode
 
 from .speech import joined, utterance, utterances
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "stt_service.cli"]
+CLI = [sys.executable, "-m", "stt_service.commands.cli"]
 PARTITIONS = 16
 
 

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from stt_service.client import normalize_text
+from stt_service.commands.client import normalize_text
 
 from .speech import joined, pcm16, silence, utterance, utterances
 

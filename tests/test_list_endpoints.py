@@ -86,7 +86,15 @@ def run(url: str, *args: str, creds: bool = True) -> subprocess.CompletedProcess
     if creds:
         env |= {"AWS_ACCESS_KEY_ID": "AKIDLIST", "AWS_SECRET_ACCESS_KEY": "secret"}
     return subprocess.run(
-        [sys.executable, "-m", "stt_service.cli", "list-endpoints", "--endpoint-url", url, *args],
+        [
+            sys.executable,
+            "-m",
+            "stt_service.commands.cli",
+            "list-endpoints",
+            "--endpoint-url",
+            url,
+            *args,
+        ],
         env=env,
         text=True,
         capture_output=True,

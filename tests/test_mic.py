@@ -22,13 +22,13 @@ import numpy as np
 import pytest
 import soxr
 
-from stt_service.client import word_error_rate
+from stt_service.commands.client import word_error_rate
 
 from .conftest import Harness
 from .speech import joined, utterance
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "stt_service.cli"]
+CLI = [sys.executable, "-m", "stt_service.commands.cli"]
 DEVICE_RATE = 48000
 
 

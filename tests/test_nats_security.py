@@ -30,16 +30,17 @@ import trustme
 
 from stt_service.audio import read_wav
 from stt_service.backends import make_recognizer
-from stt_service.client import ResultCollector, stream_audio
+from stt_service.bus.embedded import find_nats_server, free_port, wait_for_port
+from stt_service.bus.natsauth import nats_options
+from stt_service.bus.natsconn import connect_nats
+from stt_service.commands.client import ResultCollector, stream_audio
 from stt_service.config import ConfigError, Settings, load_settings
-from stt_service.embedded import find_nats_server, free_port, wait_for_port
-from stt_service.natsauth import nats_options, redact_url
-from stt_service.natsconn import connect_nats
-from stt_service.worker import Worker
+from stt_service.config.nats import redact_url
+from stt_service.runner.worker import Worker
 
 from .test_cli import _wait_ready
 
-CLI = [sys.executable, "-m", "stt_service.cli"]
+CLI = [sys.executable, "-m", "stt_service.commands.cli"]
 INFO_LOG = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ (INFO|DEBUG) ")
 PASSWORD = "pw-Gq7xZr2"
 TOKEN = "tok-Vn4Kd9s"

@@ -22,7 +22,7 @@ from deepgram.listen.v1.types import (
 )
 
 from stt_service.backends.base import RecognitionError, RecognitionEvent, StreamParams
-from stt_service.backends.nova_protocol import (
+from stt_service.backends.deepgram.nova_protocol import (
     CLOSE_STREAM,
     FINALIZE,
     KEEP_ALIVE,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from stt_service.backends.realtime_protocol import (
+from stt_service.backends.realtime.protocol import (
     Delta,
     Done,
     OpenAIDialect,

@@ -12,7 +12,7 @@ from typing import Any
 import jiwer
 import pytest
 
-from stt_service.client import normalize_text
+from stt_service.commands.client import normalize_text
 from stt_service.emulator.realtime import RealtimeFaults, RealtimeServer, shared_transcriber
 from stt_service.emulator.sagemaker import Fault, SageMakerEmulator
 

@@ -7,7 +7,12 @@ import asyncio
 import pytest
 
 from stt_service.backends.base import RecognitionEvent, StreamParams
-from stt_service.backends.flux_protocol import CLOSE_STREAM, PATH, FluxOptions, FluxReceiver
+from stt_service.backends.deepgram.flux_protocol import (
+    CLOSE_STREAM,
+    PATH,
+    FluxOptions,
+    FluxReceiver,
+)
 from stt_service.backends.transports.base import TransportError
 from stt_service.backends.transports.sagemaker import SageMakerDuplex, make_client
 from stt_service.emulator.sagemaker import Fault, SageMakerEmulator

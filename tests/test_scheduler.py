@@ -8,7 +8,8 @@ import time
 import numpy as np
 
 from stt_service.backends.base import EndpointHint, RecognitionEvent, StreamEvent, StreamParams
-from stt_service.backends.utterance import Decoded, DecodeScheduler, UtteranceStream
+from stt_service.backends.decoding import Decoded, DecodeScheduler
+from stt_service.backends.utterance import UtteranceStream
 from stt_service.config import load_settings
 
 NO_AUDIO = np.zeros(0, dtype=np.int16)

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from stt_service.client import normalize_text
+from stt_service.commands.client import normalize_text
 
 from .speech import clicks, joined, pcm16, silence, sox_convert, utterance, utterances, white_noise
 

@@ -364,7 +364,7 @@ def test_end_flushes_pending_speech_then_closes() -> None:
     assert s.handle(chunk(speech[:1600].tobytes()), now + 1) == []
     assert s.handle(msg({"type": "start"}), now + 1) == []
     assert s.handle(msg({"type": "end"}), now + 1) == []
-    assert s.tick(now + 1000, 0.8) == []
+    assert s.tick(now + 1000) == []
 
 
 def test_end_without_speech_only_closes() -> None:
@@ -379,13 +379,13 @@ def test_chunks_stopping_mid_speech_end_the_utterance_after_the_chunk_timeout() 
     s = new_session()
     _, now = feed(s, speech[: 16000 * 3], T0)
     assert s.in_utterance
-    assert s.tick(now + 0.5, 0.8) == []
+    assert s.tick(now + 0.5) == []
     assert s.in_utterance
-    timed_out = s.tick(now + 0.81, 0.8)
+    timed_out = s.tick(now + 0.81)
     assert ends(timed_out) == [EndUtterance(0)]
     assert not s.in_utterance
     assert not s.closed
-    assert s.tick(now + 1.0, 0.8) == []  # once
+    assert s.tick(now + 1.0) == []  # once
 
 
 def test_large_chunks_at_real_time_pace_are_not_cut_by_the_clock() -> None:
@@ -397,21 +397,21 @@ def test_large_chunks_at_real_time_pace_are_not_cut_by_the_clock() -> None:
     actions: list[Action] = []
     for i in range(0, speech.size, 16000):
         actions += s.handle(chunk(speech[i : i + 16000].tobytes()), now)
-        actions += s.tick(now + 0.9, 0.8)
+        actions += s.tick(now + 0.9)
         now += 1.0
     assert ends(actions) == []
     assert s.in_utterance
-    assert ends(s.tick(now + 0.85, 0.8)) == [EndUtterance(0)]
+    assert ends(s.tick(now + 0.85)) == [EndUtterance(0)]
 
 
 def test_idle_session_is_closed_with_an_error() -> None:
     s = new_session(SessionConfig(idle_timeout_s=10.0))
     _, now = feed(s, silence(1.0), T0)
-    assert s.tick(now + 9.0, 0.8) == []
+    assert s.tick(now + 9.0) == []
     # any message keeps the session alive
     assert s.handle(msg({"type": "state_change", "state": "responding"}), now + 9.0) == []
-    assert s.tick(now + 18.0, 0.8) == []
-    actions = s.tick(now + 19.0, 0.8)
+    assert s.tick(now + 18.0) == []
+    actions = s.tick(now + 19.0)
     assert len(actions) == 2
     assert isinstance(actions[0], Publish)
     err = actions[0].message
@@ -422,13 +422,13 @@ def test_idle_session_is_closed_with_an_error() -> None:
     assert "10" in err["message"]
     assert actions[1] == Close("idle")
     assert s.closed
-    assert s.tick(now + 100.0, 0.8) == []
+    assert s.tick(now + 100.0) == []
 
 
 def test_idle_timeout_mid_speech_flushes_the_utterance_before_closing() -> None:
     s = new_session(SessionConfig(idle_timeout_s=5.0))
     _, now = feed(s, utterance("0870").samples[: 16000 * 2], T0)
-    actions = s.tick(now + 5.0, 30.0)
+    actions = s.tick(now + 5.0)
     assert published(actions, "error")[0]["code"] == "session_idle_timeout"
     assert isinstance(actions[0], Publish)
     assert EndUtterance(0) in actions

@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from stt_service.client import normalize_text
-from stt_service.embedded import EmbeddedNats, free_port
+from stt_service.bus.embedded import EmbeddedNats, free_port
+from stt_service.commands.client import normalize_text
 from stt_service.telemetry import Telemetry, setup_logging
 
 from .conftest import running_service

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from stt_service.session import Action, EndUtterance, PredictTurn, Session, SessionConfig
-from stt_service.smartturn import SmartTurnError, SmartTurnModel, features, shared_model
-from stt_service.turns import TurnJudge, TurnStep
+from stt_service.session.turns import TurnJudge, TurnStep
+from stt_service.speech.smartturn import SmartTurnError, SmartTurnModel, features, shared_model
 from tests.speech import silence, speech_bounds, utterance
 
 from .recordings import prompt

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stt_service.cli import format_message
-from stt_service.client import normalize_text
+from stt_service.commands.cli import format_message
+from stt_service.commands.client import normalize_text
 
 from .speech import pcm16, silence, utterance
 from .test_cli import CLI, _env

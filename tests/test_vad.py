@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stt_service.vad import FrameClassifier, FrameInfo, periodicity
+from stt_service.speech.vad import FrameClassifier, FrameInfo, periodicity
 from tests.speech import clicks, utterances, white_noise
 
 FRAME = 480  # 30 ms at 16 kHz

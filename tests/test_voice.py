@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stt_service.session import Action, Session, SessionConfig
-from stt_service.vad import SileroDetector, resolve_all
+from stt_service.speech.vad import SileroDetector, resolve_all
 from tests.recordings import alsa_noise, at_dbfs, looped, mains_hum, music, prompt, synth
 from tests.speech import silence, utterance, utterances
 from tests.test_session import T0, feed, msg, published, sends

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from stt_service.audio import wav_bytes
-from stt_service.client import normalize_text, word_error_rate
-from stt_service.embedded import free_port
+from stt_service.bus.embedded import free_port
+from stt_service.commands.client import normalize_text, word_error_rate
 
 from .browser import Browser
 from .speech import joined, utterance
 
 pytestmark = pytest.mark.slow
-CLI = [sys.executable, "-m", "stt_service.cli"]
+CLI = [sys.executable, "-m", "stt_service.commands.cli"]
 
 
 class Command:

@@ -12,7 +12,7 @@ import pytest
 
 from stt_service.backends.transports.base import TransportError
 from stt_service.backends.transports.websocket import WebSocketConnector, WebSocketDuplex
-from stt_service.embedded import free_port
+from stt_service.bus.embedded import free_port
 from stt_service.emulator.flux import FluxEmulator
 from stt_service.emulator.websocket import DeepgramWebSocketEmulator, Rejection
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import uvicorn
 
-from stt_service.client import normalize_text
-from stt_service.embedded import free_port
+from stt_service.bus.embedded import free_port
+from stt_service.commands.client import normalize_text
 
 from .speech import joined, pcm16, silence, utterance, utterances
 

@@ -11,7 +11,7 @@ import pytest
 
 from stt_service.backends import whisper_local
 from stt_service.backends.whisper_local import WhisperLocal, repeats, usable_cpus
-from stt_service.client import word_error_rate
+from stt_service.commands.client import word_error_rate
 from stt_service.config import load_settings
 from tests.speech import utterance
 

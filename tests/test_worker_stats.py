@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stt_service.stats import LatencyWindow
+from stt_service.runner.stats import LatencyWindow
 
 
 def test_latency_window_summarises_only_the_recent_values() -> None:

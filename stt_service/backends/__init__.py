@@ -7,25 +7,26 @@ from .base import Recognizer
 
 
 def make_recognizer(settings: Settings) -> Recognizer:
-    """The recognizer ``STT_BACKEND`` names (configuration has already checked it exists)."""
+    """The recognizer ``STT_BACKEND`` names (configuration has already checked it exists),
+    given its own settings."""
     if settings.stt_backend == "whisper":
         from .whisper_local import WhisperLocal
 
-        return WhisperLocal(settings)
+        return WhisperLocal(settings.whisper)
     if settings.stt_backend == "flux":
-        from .flux import flux_backend
+        from .deepgram.flux import flux_backend
 
-        return flux_backend(settings)
+        return flux_backend(settings.flux)
     if settings.stt_backend == "nova":
-        from .nova import nova_backend
+        from .deepgram.nova import nova_backend
 
-        return nova_backend(settings)
+        return nova_backend(settings.nova)
     if settings.stt_backend == "whisper-http":
         from .whisper_http import WhisperHTTP
 
-        return WhisperHTTP(settings)
+        return WhisperHTTP(settings.whisper_http)
     if settings.stt_backend == "realtime":
-        from .realtime import RealtimeBackend
+        from .realtime.backend import RealtimeBackend
 
-        return RealtimeBackend(settings)
+        return RealtimeBackend(settings.realtime)
     raise ValueError(f"STT_BACKEND={settings.stt_backend!r} is not available in this version")

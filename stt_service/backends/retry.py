@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from ..config import Settings
+from ..config import StreamingSettings
 from .transports.base import TransportError
 
 STABLE_S = 5.0  # a connection that lived this long ends an outage: the retry count starts again
@@ -33,7 +33,7 @@ class RetryPolicy:
     replay_buffer_bytes: int = 60 * RATE * 2
 
     @classmethod
-    def from_settings(cls, s: Settings) -> RetryPolicy:
+    def from_settings(cls, s: StreamingSettings) -> RetryPolicy:
         return cls(
             max_retries=s.deepgram_max_retries,
             initial_backoff_s=s.deepgram_initial_backoff,

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from ..config import Settings
+from ..config import SageMakerSettings, StreamingSettings
 from ..protocol import Code
 from .retry import Outage, RetryPolicy
 from .transports.base import Connector, Duplex, TransportError
@@ -29,7 +29,7 @@ class StreamingBackend:
     """The connector's life, shared by every streaming :class:`~.base.Recognizer`: made at
     :meth:`start` by :meth:`make_connector`, released at :meth:`aclose`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: StreamingSettings) -> None:
         self.settings = settings
         self.policy = RetryPolicy.from_settings(settings)
         self._connector: Connector | None = None
@@ -63,7 +63,7 @@ class StreamingBackend:
         self._connector = None
 
 
-async def sagemaker_connector(settings: Settings) -> Connector:
+async def sagemaker_connector(settings: SageMakerSettings) -> Connector:
     """The SageMaker endpoint ``SAGEMAKER_ENDPOINT_NAME`` through one AWS SDK client."""
     try:
         from .transports.sagemaker import SageMakerConnector

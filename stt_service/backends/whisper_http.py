@@ -20,9 +20,10 @@ from typing import Any, Literal
 import httpx
 
 from ..audio import Int16Array, wav_bytes
-from ..config import Settings
+from ..config import WhisperHttpSettings
 from .base import StreamParams
-from .utterance import Decoded, DecodeScheduler, UtteranceStream, combine_segments
+from .decoding import Decoded, DecodeScheduler, combine_segments
+from .utterance import UtteranceStream
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class WhisperHTTP:
     endpointing: Literal["service", "backend"] = "service"
     english_only = False
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WhisperHttpSettings) -> None:
         self.settings = settings
         self.url = settings.whisper_url.rstrip("/")
         self.endpoint = f"{self.url}/v1/audio/transcriptions"

@@ -34,9 +34,10 @@ from typing import Any, Literal
 import numpy as np
 
 from ..audio import TARGET_RATE, Int16Array, to_float32
-from ..config import Settings
+from ..config import WhisperSettings
 from .base import StreamParams
-from .utterance import DecodeArgs, Decoded, DecodeScheduler, UtteranceStream, combine_segments
+from .decoding import DecodeArgs, Decoded, DecodeScheduler, combine_segments
+from .utterance import UtteranceStream
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class WhisperLocal:
     name = "whisper"
     endpointing: Literal["service", "backend"] = "service"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WhisperSettings) -> None:
         self.settings = settings
         self.model_name = settings.resolved_model()
         self.device = (

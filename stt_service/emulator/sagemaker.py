@@ -23,7 +23,7 @@ from typing import Any
 
 from smithy_aws_event_stream.events import Event, EventMessage
 
-from ..embedded import free_port
+from ..bus.embedded import free_port
 from .flux import FluxEmulator
 
 PATH_RE = re.compile(r"^/endpoints/([^/]+)/invocations-bidirectional-stream$")

@@ -29,7 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..embedded import free_port
+from ..bus.embedded import free_port
 from .flux import FluxEmulator
 
 MAX_MESSAGE_BYTES = 16 * 2**20

@@ -27,7 +27,8 @@ The design, all of it on NATS itself:
 
 Its modules: :mod:`.streams` (the stream and buckets), :mod:`.leases` (who serves which
 partition), :mod:`.replay` (replay points and checkpoints), :mod:`.inlet` (the way in that the
-session runner, :class:`stt_service.worker.Worker`, is given in this mode: consuming partitions,
+session runner, :class:`~stt_service.runner.worker.Worker`, is
+given in this mode: consuming partitions,
 resuming sessions, storing checkpoints, holding publishes while a lease is in doubt, hand-over).
 """
 

@@ -2,7 +2,7 @@
 
 For each partition it holds (:class:`~.leases.Leases`), an ordered consumer delivers the inbound
 messages from the partition's floor to the session runner. Beside the runner it keeps, per
-session (:class:`SessionReplay`, in :attr:`stt_service.inlet.Live.tag`), the replay point and its
+session (:class:`SessionReplay`, in :attr:`~..runner.inlet.Live.tag`), the replay point and its
 checkpoint; it resumes a session another replica served from its checkpoint (replaying the
 messages after it; errors published the first time are not sent again), stores checkpoints and
 floors every second, holds a session's results while the partition's lease is in doubt, and on
@@ -22,37 +22,17 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from ..inlet import Live, Runner
 from ..protocol import encode
+from ..runner.inlet import Live, Runner
 from ..session import Session
 from .leases import Leases
-from .replay import CHECKPOINT_HEADER, ReplayTracker, encode_checkpoint
+from .replay import CHECKPOINT_HEADER, ReplayTracker, SessionReplay, encode_checkpoint
 from .streams import FLOOR_RENEW_S, JetStreamState
 
 log = logging.getLogger(__name__)
 REPLAY_LAG = 8000  # samples of silence a replay starts before the next utterance (0.5 s)
 CHECKPOINT_EVERY_S = 5.0  # a session's replay point is stored at most this often (and with
 # every message it publishes): a replay is at most this much longer, the writes 5x fewer
-
-
-@dataclass(eq=False)
-class SessionReplay:
-    """A session's partition and replay point: the stream sequence of the first inbound message a
-    replay would start at, and the session's state just before it."""
-
-    partition: int
-    replay: ReplayTracker
-    v: int = 0  # checkpoint version: a newer one wins
-    replay_seq: int = 0
-    snap: dict[str, Any] | None = None
-    persisted: int = 0  # replay point of the newest checkpoint stored (or the first message)
-    persisted_at: float = 0.0  # monotonic
-    handled: int = 0  # stream sequence of the last inbound message handled
-    quiet_until: int = 0  # a replay: errors for messages up to here were published already
-    replaying: bool = False
-    # results not published yet because this replica's lease on the partition was in doubt
-    # (NATS unreachable, renewal late): sent in order once it is renewed, dropped if it is lost
-    held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
 
 
 def _st(live: Live) -> SessionReplay:
@@ -346,22 +326,14 @@ class JetStreamInlet:
         if seq < int(ckpt["replay"]):
             return False
         part.known.pop(sid, None)
+        st, snap, progress = SessionReplay.resumed(part.k, self._tracker(), ckpt)
         now = time.time()
         config = self.r.config
-        snap = ckpt.get("snap") or Session(sid, config, now).snapshot()
-        live = self.r.add(Session.restore(sid, config, now, snap, ckpt["progress"]))
-        replay = int(ckpt["replay"])
-        handled = int(ckpt.get("handled") or 0)
-        live.tag = SessionReplay(
-            part.k,
-            self._tracker(),
-            v=int(ckpt["v"]),
-            replay_seq=replay,
-            persisted=replay,
-            snap=snap,
-            handled=handled,
-            quiet_until=handled,
-        )
+        snap = snap or Session(sid, config, now).snapshot()
+        st.snap = snap
+        live = self.r.add(Session.restore(sid, config, now, snap, progress))
+        live.tag = st
+        replay = st.replay_seq
         self.r.tel.resumed.add(1, self.r.tel.attrs)
         log.info(
             "session %s resumed from stream sequence %d (transcript %d on)",
@@ -444,15 +416,7 @@ class JetStreamInlet:
 
     # --- checkpoints ----------------------------------------------------------------------------
     def _checkpoint(self, live: Live) -> dict[str, Any]:
-        st = _st(live)
-        st.v += 1
-        return {
-            "v": st.v,
-            "replay": st.replay_seq,
-            "snap": st.snap,
-            "progress": live.session.progress(),
-            "handled": st.handled,
-        }
+        return _st(live).checkpoint(live.session.progress())
 
     async def _checkpoint_loop(self) -> None:
         """Each second: store the replay point of the sessions that moved on (each at most every

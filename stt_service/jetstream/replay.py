@@ -1,15 +1,16 @@
-"""JetStream mode's checkpoints: where a replay of a session starts (:class:`ReplayTracker`), and
-the checkpoint that records it, stored in a bucket and sent with every message published."""
+"""JetStream mode's checkpoints: where a replay of a session starts (:class:`ReplayTracker`), a
+session's replay state (:class:`SessionReplay`), and the checkpoint that records it, stored in a
+bucket and sent with every message published."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..session import Session
+from ..session import Progress, Session, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ CHECKPOINT_HEADER = "Stt-Checkpoint"
 class ReplayPoint:
     seq: int  # stream sequence of the inbound message a replay starts at
     heard: int  # session samples before it
-    snapshot: dict[str, Any]  # the session just before it (Session.snapshot())
+    snapshot: Snapshot  # the session just before it
 
 
 class ReplayTracker:
@@ -56,12 +57,63 @@ class ReplayTracker:
         for i in range(len(self._runs) - 1, -1, -1):
             run = self._runs[i]
             long_enough = run[-1].heard - run[0].heard >= self.lag
-            if (long_enough or i == 0) and session.finished_before(
-                int(run[0].snapshot["next_utt"])
-            ):
+            if (long_enough or i == 0) and session.finished_before(run[0].snapshot.next_utterance):
                 del self._runs[:i]
                 return run[0]
         return None
+
+
+@dataclass(eq=False)
+class SessionReplay:
+    """A session's partition and replay point: the stream sequence of the first inbound message a
+    replay would start at, and the session's state just before it."""
+
+    partition: int
+    replay: ReplayTracker
+    v: int = 0  # checkpoint version: a newer one wins
+    replay_seq: int = 0
+    snap: Snapshot | None = None
+    persisted: int = 0  # replay point of the newest checkpoint stored (or the first message)
+    persisted_at: float = 0.0  # monotonic
+    handled: int = 0  # stream sequence of the last inbound message handled
+    quiet_until: int = 0  # a replay: errors for messages up to here were published already
+    replaying: bool = False
+    # results not published yet because this replica's lease on the partition was in doubt
+    # (NATS unreachable, renewal late): sent in order once it is renewed, dropped if it is lost
+    held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+
+    @classmethod
+    def resumed(
+        cls, partition: int, tracker: ReplayTracker, ckpt: dict[str, Any]
+    ) -> tuple[SessionReplay, Snapshot | None, Progress]:
+        """A session another replica served, from its checkpoint: its replay state here, the
+        snapshot its replay starts from (None: it had none, the session's start) and what it
+        published."""
+        replay, handled = int(ckpt["replay"]), int(ckpt.get("handled") or 0)
+        stored = ckpt.get("snap")
+        snap = Snapshot.from_json(stored) if stored else None
+        st = cls(
+            partition,
+            tracker,
+            v=int(ckpt["v"]),
+            replay_seq=replay,
+            persisted=replay,
+            snap=snap,
+            handled=handled,
+            quiet_until=handled,
+        )
+        return st, snap, Progress.from_json(ckpt["progress"])
+
+    def checkpoint(self, progress: Progress) -> dict[str, Any]:
+        """The checkpoint to store (or send) now: a newer version each time."""
+        self.v += 1
+        return {
+            "v": self.v,
+            "replay": self.replay_seq,
+            "snap": self.snap.to_json() if self.snap is not None else None,
+            "progress": progress.to_json(),
+            "handled": self.handled,
+        }
 
 
 def encode_checkpoint(ckpt: Mapping[str, Any]) -> str:
