@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from stt_service.config import ConfigError, Settings, load_settings
@@ -146,3 +148,38 @@ def test_voice_detection_and_barge_in_settings(monkeypatch: pytest.MonkeyPatch) 
     assert (cfg.vad, cfg.frame_ms) == ("webrtc", 20)  # the old detector keeps its frame setting
     assert cfg.interrupt_min_words == 2 and cfg.false_interrupt_timeout == 0.0
     assert cfg.backchannels == ("uh-huh", "sounds good")
+
+
+# durations named before the rule that a setting says its unit in its name: the names are the
+# contract and stay (STT_CHUNK_TIMEOUT is seconds, and so on; docs/configuration.md says which)
+UNIT_IN_THE_DESCRIPTION_ONLY = {
+    "stt_chunk_timeout",
+    "stt_eager_endpoint",
+    "stt_turn_max_pause",
+    "stt_partial_interval",
+    "stt_false_interrupt_timeout",
+    "stt_session_idle_timeout",
+    "stt_drain_timeout",
+    "stt_js_max_age",
+    "whisper_http_timeout",
+    "whisper_http_connect_timeout",
+    "deepgram_initial_backoff",
+    "deepgram_max_backoff",
+    "deepgram_retry_budget",
+}
+
+
+def test_a_new_setting_says_its_unit_in_its_name() -> None:
+    """A duration or size added from now on reads as what it is: ``..._MS``, ``..._S``,
+    ``..._SECONDS``, ``..._BYTES``."""
+    quantity = re.compile(r"^(seconds?|milliseconds?|bytes)\b|\bin (seconds|bytes)\b| \(ms\)")
+    unnamed = [
+        name
+        for name, field in Settings.model_fields.items()
+        if quantity.search(field.description or "")
+        and not name.endswith(("_ms", "_s", "_seconds", "_bytes"))
+        and name not in UNIT_IN_THE_DESCRIPTION_ONLY
+    ]
+    assert not unnamed, f"say the unit in the name: {unnamed}"
+    # and the list of older ones holds only real settings that still lack it
+    assert set(Settings.model_fields) >= UNIT_IN_THE_DESCRIPTION_ONLY
