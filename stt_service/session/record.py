@@ -52,6 +52,3 @@ class Records:
 
     def pop(self, utterance: int) -> UtteranceRecord | None:
         return self._by.pop(utterance, None)
-
-    def __len__(self) -> int:
-        return len(self._by)
