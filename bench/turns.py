@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -48,11 +49,13 @@ from nats.aio.client import Client as NATS  # noqa: E402
 from bench.common import pct_ms  # noqa: E402
 from bench.run import WorkerProcess  # noqa: E402
 from bench.speech import speech_bounds, utterances  # noqa: E402
+from bench.turns_voices import spoken_digits, voice_cases  # noqa: E402
 from stt_service.audio import WavAudio  # noqa: E402
 from stt_service.bus.embedded import EmbeddedNats  # noqa: E402
 from stt_service.commands.client import (  # noqa: E402
     ResultCollector,
     StreamTiming,
+    normalize_text,
     stream_audio,
     word_error_rate,
 )
@@ -76,8 +79,15 @@ class Turn:
     audio: WavAudio  # the speech alone
     reference: str
     end_s: float  # end of speech, seconds into ``audio``
-    cut_s: float  # a word boundary in mid-sentence
+    cut_s: float  # a word boundary in mid-sentence (-1: none; the turn has its own pauses)
     cut_after: str  # the word before it
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # its own mid-turn pauses
+
+    @property
+    def set(self) -> str:
+        """The voice set: librivox, asterisk, espeak, numbers, lists, hesitation."""
+        head = self.name.split("-")[0]
+        return self.name.rsplit("-", 2)[-2] if head == "espeak" and self.pauses else head
 
 
 @dataclass
@@ -86,6 +96,8 @@ class Result:
     env: dict[str, str]
     splits: dict[str, str] = field(default_factory=dict)  # pause -> "k/n"
     split_rate: float = 0.0
+    split_by_set: dict[str, str] = field(default_factory=dict)
+    latency_by_set: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     librivox_splits: str = ""
     latency: dict[str, dict[str, float]] = field(default_factory=dict)  # "N=1" -> pct
     slow_share: dict[str, float] = field(default_factory=dict)  # finals later than 1 s
@@ -94,6 +106,12 @@ class Result:
     worker_stats: str = ""
     split_cases: list[str] = field(default_factory=list)
     finals: dict[str, list[str]] = field(default_factory=dict)  # LibriVox turns at N=1
+    # with STT_EAGER_EOT_THRESHOLD: end of speech -> the first eager_end_of_turn, per level
+    eager: dict[str, dict[str, float]] = field(default_factory=dict)
+    eager_share: dict[str, float] = field(default_factory=dict)  # complete turns with one
+    eager_text_same: dict[str, float] = field(default_factory=dict)  # its words = the final's
+    eager_unresolved: int = 0  # eager events followed by neither turn_resumed nor a final
+    eager_resumed_at_pauses: str = ""  # paused turns: eager at the pause, then turn_resumed
 
 
 def _read(path: Path) -> WavAudio:
@@ -124,6 +142,8 @@ def build_turns(quick: bool) -> list[Turn]:
         sources.append(
             (f"librivox-{key}", WavAudio(pcm, RATE, 1), " ".join(p.reference for p in parts))
         )
+    voices = voice_cases(quick)
+    sources += [(c.name, c.audio, c.reference) for c in voices if not c.pauses]
     prompts = sorted(PROMPTS.glob("*.wav"))
     # every 7th file first, then the next offset...: the prompts come from across the set (by
     # name, "conf-*" alone would fill it), and the choice is the same on every run
@@ -165,6 +185,10 @@ def build_turns(quick: bool) -> list[Turn]:
         cut = (words[i].end + words[i + 1].start) / 2
         _, end = speech_bounds(x)
         turns.append(Turn(name, audio, ref or text, end, cut, words[i].word.strip()))
+    # numbers said in groups, lists, hesitations: their own pauses (espeak-ng SSML breaks)
+    turns += [
+        Turn(c.name, c.audio, c.reference, c.end_s, -1, "", c.pauses) for c in voices if c.pauses
+    ]
     return turns
 
 
@@ -220,31 +244,58 @@ async def run_config(
     collector = await ResultCollector(nc).start()
     try:
         # paused turns: does a final come before the sentence is done?
+        inserted = [t for t in turns if t.cut_s >= 0]
+        natural = [t for t in turns if t.pauses]
         jobs = [
             (f"{tag}-pause{int(p * 10)}-{k}", with_pause(t, p))
             for p in PAUSES
-            for k, t in enumerate(turns)
-        ]
+            for k, t in enumerate(inserted)
+        ] + [(f"{tag}-natural-{k}", alone(t)) for k, t in enumerate(natural)]
         timings: dict[str, StreamTiming] = {}
         t0 = time.monotonic()
         await _stream_all(nc, jobs, 8, timings)
         await asyncio.sleep(3)
         split = 0
-        for p in PAUSES:
-            n = 0
-            for k, t in enumerate(turns):
-                finals = [m for m in collector.results(f"{tag}-pause{int(p * 10)}-{k}").finals]
-                # a final that ends before the resumed speech: the sentence was cut in two
-                first_end = min((m.get("audio_end", 0.0) for m in finals), default=99.0)
-                if len(finals) > 1 or first_end < LEAD_S + t.cut_s + p:
-                    n += 1
-                    result.split_cases.append(f"{t.name} +{p}s after {t.cut_after!r}")
-            result.splits[f"{p:g} s"] = f"{n}/{len(turns)}"
-            split += n
-        result.split_rate = round(split / (len(PAUSES) * len(turns)), 3)
-        lib = sum(c.startswith("librivox") for c in result.split_cases)
-        n_lib = sum(t.name.startswith("librivox") for t in turns) * len(PAUSES)
-        result.librivox_splits = f"{lib}/{n_lib}"
+        eager_resumed = 0
+        cases = [
+            (
+                f"{p:g} s",
+                f"{tag}-pause{int(p * 10)}-{k}",
+                t,
+                t.cut_s + p,
+                f" +{p}s after {t.cut_after!r}",
+            )
+            for p in PAUSES
+            for k, t in enumerate(inserted)
+        ] + [(t.set, f"{tag}-natural-{k}", t, t.pauses[-1][1], "") for k, t in enumerate(natural)]
+        counts: dict[str, list[int]] = {}
+        for group, sid, t, resumes, why in cases:
+            tally = counts.setdefault(group, [0, 0])
+            tally[1] += 1
+            got = collector.results(sid).finals
+            # a final that ends before the resumed speech: the sentence was cut in two
+            first_end = min((m.get("audio_end", 0.0) for m in got), default=99.0)
+            if len(got) > 1 or first_end < LEAD_S + resumes:
+                tally[0] += 1
+                split += 1
+                result.split_cases.append(f"{t.name}{why}")
+            events = [m.get("event") for m in collector.results(sid).messages]
+            eager_resumed += sum(
+                1
+                for a, b in itertools.pairwise([e for e in events if e])
+                if a == "eager_end_of_turn" and b == "turn_resumed"
+            )
+            result.eager_unresolved += _unresolved(events)
+        result.splits = {g: f"{k}/{n}" for g, (k, n) in counts.items()}
+        result.split_rate = round(split / len(cases), 3)
+        result.eager_resumed_at_pauses = f"{eager_resumed}/{len(cases)}"
+        by_set: dict[str, list[int]] = {}
+        for _, _, t, _, _ in cases:
+            by_set.setdefault(t.set, [0, 0])[1] += 1
+        for c in result.split_cases:
+            by_set[next(t.set for t in turns if c.startswith(t.name))][0] += 1
+        result.split_by_set = {k: f"{a}/{b}" for k, (a, b) in by_set.items()}
+        result.librivox_splits = result.split_by_set.get("librivox", "0/0")
         print(f"  {label}: paused turns in {time.monotonic() - t0:.0f} s: {result.splits}")
 
         # complete turns: end of speech -> final, N=1 and N=8
@@ -254,9 +305,12 @@ async def run_config(
             await _stream_all(nc, jobs, n, timings)
             await asyncio.sleep(3)
             lat: list[float] = []
+            eager_lat: list[float] = []
+            same = 0
             refs: list[str] = []
             hyps: list[str] = []
             eot: list[float] = []
+            set_lat: dict[str, list[float]] = {}
             for k, t in enumerate(turns):
                 sid = f"{tag}-n{n}-{k}"
                 res = collector.results(sid)
@@ -275,17 +329,38 @@ async def run_config(
                 sent = timings[sid].sent_at(LEAD_S + t.end_s)
                 if finals and sent is not None:
                     lat.append(max(at for _, at in finals) - sent)
+                    set_lat.setdefault(t.set, []).append(lat[-1])
+                eagers = [
+                    (m, at)
+                    for m, at in zip(res.messages, res.arrivals, strict=True)
+                    if m.get("event") == "eager_end_of_turn"
+                ]
+                result.eager_unresolved += _unresolved([m.get("event") for m in res.messages])
+                if eagers and sent is not None:
+                    eager_lat.append(eagers[-1][1] - sent)
+                    final_text = " ".join(m["transcript"] for m, _ in finals)
+                    same += normalize_text(eagers[-1][0]["transcript"]) == normalize_text(
+                        final_text
+                    )
             key = f"N={n}"
             result.latency[key] = pct_ms(lat)
+            if eager_lat:
+                result.eager[key] = pct_ms(eager_lat)
+                result.eager_share[key] = round(len(eager_lat) / len(turns), 3)
+                result.eager_text_same[key] = round(same / len(eager_lat), 3)
+                print(
+                    f"  {label}: {key}: eager {result.eager[key]} on "
+                    f"{result.eager_share[key]:.0%} of turns, words = final's on "
+                    f"{result.eager_text_same[key]:.0%}"
+                )
             result.slow_share[key] = round(sum(v > 1.0 for v in lat) / max(1, len(lat)), 3)
-            lib = [i for i, t in enumerate(turns) if t.name.startswith("librivox")]
-            tel = [i for i, t in enumerate(turns) if not t.name.startswith("librivox")]
-            result.wer[f"{key} librivox"] = round(
-                word_error_rate(" ".join(refs[i] for i in lib), " ".join(hyps[i] for i in lib)), 4
-            )
-            result.wer[f"{key} prompts vs offline"] = round(
-                word_error_rate(" ".join(refs[i] for i in tel), " ".join(hyps[i] for i in tel)), 4
-            )
+            result.latency_by_set[key] = {k: pct_ms(v) for k, v in set_lat.items()}
+            for group in sorted({t.set for t in turns}):
+                ix = [i for i, t in enumerate(turns) if t.set == group]
+                ref = spoken_digits(" ".join(refs[i] for i in ix))
+                hyp = spoken_digits(" ".join(hyps[i] for i in ix))
+                name = "prompts vs offline" if group == "asterisk" else group
+                result.wer[f"{key} {name}"] = round(word_error_rate(ref, hyp), 4)
             if eot:
                 result.confidence_on_finals[key] = round(statistics.median(eot), 3)
             print(f"  {label}: {key}: final {result.latency[key]}, WER {result.wer}")
@@ -294,6 +369,16 @@ async def run_config(
         worker.stop()
         result.worker_stats = worker.stats
     return result
+
+
+def _unresolved(events: list[Any]) -> int:
+    """Eager ends of turn that neither a turn_resumed nor the final (end_of_turn) followed."""
+    n = 0
+    for i, e in enumerate(events):
+        if e == "eager_end_of_turn":
+            nxt = [x for x in events[i + 1 :] if x in ("turn_resumed", "end_of_turn")]
+            n += not nxt
+    return n
 
 
 def parse_configs(spec: str) -> list[tuple[str, dict[str, str]]]:
@@ -308,11 +393,11 @@ def parse_configs(spec: str) -> list[tuple[str, dict[str, str]]]:
 def table(results: list[Result]) -> str:
     levels = sorted({k for r in results for k in r.latency})
     head = (
-        "| endpointing | splits 0.5 / 1.0 / 1.5 s | split rate (LibriVox) | "
+        "| endpointing | split at mid-turn pauses | "
         + " | ".join(f"final {k} p50 / p95 ms (>1 s)" for k in levels)
         + " | WER LibriVox | prompts vs offline |"
     )
-    rows = [head, "|" + " --- |" * (5 + len(levels))]
+    rows = [head, "|" + " --- |" * (4 + len(levels))]
     for r in results:
         lat = " | ".join(
             f"{r.latency[k].get('p50', 0):.0f} / {r.latency[k].get('p95', 0):.0f} "
@@ -323,11 +408,18 @@ def table(results: list[Result]) -> str:
         )
         wer_l = r.wer.get("N=1 librivox", 0.0)
         wer_p = r.wer.get("N=1 prompts vs offline", 0.0)
-        rows.append(
-            f"| {r.label} | {' / '.join(r.splits.values())} | {r.split_rate:.0%} "
-            f"({r.librivox_splits}) | {lat} | "
-            f"{wer_l:.1%} | {wer_p:.1%} |"
-        )
+        rows.append(f"| {r.label} | {r.split_rate:.0%} | {lat} | {wer_l:.1%} | {wer_p:.1%} |")
+    rows += ["", "| endpointing | voice set | split | final N=1 p50 / p95 ms | WER N=1 |"]
+    rows.append("| --- | --- | --- | --- | --- |")
+    for r in results:
+        for group, lat1 in sorted(r.latency_by_set.get(levels[0], {}).items()):
+            name = "prompts vs offline" if group == "asterisk" else group
+            rows.append(
+                f"| {r.label} | {group} | {r.split_by_set.get(group, '-')} | "
+                f"{lat1.get('p50', 0):.0f} / {lat1.get('p95', 0):.0f} | "
+                f"{r.wer.get(f'{levels[0]} {name}', 0.0):.1%} |"
+            )
+    rows += ["", "inserted pauses: " + "; ".join(f"{r.label} {r.splits}" for r in results)]
     return "\n".join(rows)
 
 
@@ -342,6 +434,10 @@ async def main() -> None:
     print("finding word boundaries (Whisper word timestamps) ...", flush=True)
     turns = build_turns(args.quick)
     print(f"{len(turns)} turns: " + ", ".join(f"{t.name} | {t.cut_after}" for t in turns))
+    print(
+        "by set: "
+        + ", ".join(f"{g} {sum(t.set == g for t in turns)}" for g in sorted({t.set for t in turns}))
+    )
     levels = [int(n) for n in args.sessions.split(",")]
     results: list[Result] = []
     with EmbeddedNats() as nats:
@@ -358,6 +454,14 @@ async def main() -> None:
     (out / "turns.json").write_text(json.dumps(doc, indent=1))
     print()
     print(table(results))
+    for r in results:
+        for k, v in r.eager.items():
+            print(
+                f"  {r.label} eager {k}: p50 / p95 {v.get('p50', 0):.0f} / {v.get('p95', 0):.0f} "
+                f"ms on {r.eager_share[k]:.0%} of complete turns, words = the final's on "
+                f"{r.eager_text_same[k]:.0%}; at mid-turn pauses then turn_resumed: "
+                f"{r.eager_resumed_at_pauses}; unresolved {r.eager_unresolved}"
+            )
     for r in results:
         print(f"  {r.label} worker: {r.worker_stats}")
         if r.split_cases:

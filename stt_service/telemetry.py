@@ -324,28 +324,58 @@ class SessionTrace:
         )
         self._ctx = trace.set_span_in_context(self.span)
         self._utterances: dict[int, Span] = {}
-        self._decodes: dict[int, Span] = {}
+        # turn -> when its audio was last flushed (time.time_ns()): its stt.decode starts there
+        self._flushed: dict[int, int] = {}
+        # utterance -> its turn, for the stretches of a turn that went on after a pause: the
+        # session forgets it once the turn's final is joined, before the final's latency is told
+        self._turns: dict[int, int] = {}
+        # latencies told before their span began (e.g. a first partial's), set when it begins
+        self._pending: dict[int, dict[str, float]] = {}
 
-    def utterance(self, index: int) -> Span:
+    def utterance(self, index: int, stretch: int | None = None) -> Span:
+        """The span of utterance or turn ``index`` (``stretch``: the utterance of that turn the
+        audio is of)."""
+        if stretch is not None:
+            self._turns[stretch] = index
         span = self._utterances.get(index)
         if span is None:
             span = self.tel.tracer.start_span(
                 "stt.utterance", context=self._ctx, attributes={"stt.utterance": index}
             )
             self._utterances[index] = span
+            pending = self._pending.pop(index, None)
+            if pending:
+                span.set_attributes(pending)
         return span
 
-    def flushed(self, index: int) -> None:
-        """The utterance's audio is complete: the recognizer works on its final from now."""
-        if index not in self._decodes:
-            parent = trace.set_span_in_context(self.utterance(index))
-            self._decodes[index] = self.tel.tracer.start_span("stt.decode", context=parent)
+    def flushed(self, index: int, stretch: int | None = None) -> None:
+        """The audio of utterance or turn ``index`` is complete (so far: a turn that goes on after
+        a pause flushes each stretch): the recognizer works on its final from the last flush."""
+        self.utterance(index, stretch)
+        self._flushed[index] = time.time_ns()
 
     def measured(self, name: str, seconds: float, index: int) -> None:
+        """A latency of utterance (or stretch, or turn) ``index``; of the session when -1."""
         self.tel.record_latency(name, seconds)
-        span = self._utterances.get(index) if index >= 0 else self.span
+        key, value = f"stt.{name}_latency_ms", round(seconds * 1000, 1)
+        if index < 0:
+            self.span.set_attribute(key, value)
+            return
+        index = self._turns.get(index, index)
+        span = self._utterances.get(index)
         if span is not None:
-            span.set_attribute(f"stt.{name}_latency_ms", round(seconds * 1000, 1))
+            span.set_attribute(key, value)
+        else:
+            self._pending.setdefault(index, {})[key] = value
+
+    def _decode(self, index: int, parent: Span) -> Span | None:
+        """The turn's ``stt.decode`` span, from its last flush (None: it was not flushed)."""
+        start = self._flushed.pop(index, None)
+        if start is None:
+            return None
+        return self.tel.tracer.start_span(
+            "stt.decode", context=trace.set_span_in_context(parent), start_time=start
+        )
 
     @contextmanager
     def publishing(self, message: dict[str, Any]) -> Iterator[None]:
@@ -365,7 +395,7 @@ class SessionTrace:
             utt.add_event("partial", {"stt.sequence": int(message["sequence"])})
             yield
             return
-        decode = self._decodes.pop(index, None)
+        decode = self._decode(index, utt)
         if decode is not None:  # the final is here: decoding is over, publishing begins
             decode.end()
         parent = trace.set_span_in_context(utt)
@@ -383,13 +413,18 @@ class SessionTrace:
             utt.set_attribute("stt.confidence", float(message["confidence"]))
         utt.end()
         del self._utterances[index]
+        for stretch in [u for u, turn in self._turns.items() if turn == index]:
+            del self._turns[stretch]
 
     def close(self, reason: str, audio_s: float, transcripts: int, interrupts: int) -> None:
-        for span in [*self._decodes.values(), *self._utterances.values()]:
+        decodes = [self._decode(i, span) for i, span in self._utterances.items()]
+        for span in [*(d for d in decodes if d is not None), *self._utterances.values()]:
             span.set_attribute("stt.unfinished", True)
             span.end()
-        self._decodes.clear()
+        self._flushed.clear()
         self._utterances.clear()
+        self._turns.clear()
+        self._pending.clear()
         self.span.set_attributes(
             {
                 "stt.close_reason": reason,

@@ -25,6 +25,7 @@ from stt_service.telemetry import Telemetry, setup_logging
 
 from .conftest import running_service
 from .speech import joined, pcm16, silence, utterance
+from .test_turns import paused
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,7 @@ async def test_spans_metrics_and_logs_of_a_real_session(nats_server: EmbeddedNat
     assert session.attributes["stt.close_reason"] == "end"
     assert abs(float(session.attributes["stt.audio_seconds"]) - audio.duration) < 0.1
     assert "interrupt" in [e.name for e in session.events]
+    assert float(session.attributes["stt.interrupt_latency_ms"]) > 0  # a session-level measure
     trace_id = session.context.trace_id
     utterances = rec.finished("stt.utterance")
     assert len(utterances) == 2
@@ -165,6 +167,50 @@ async def test_spans_metrics_and_logs_of_a_real_session(nats_server: EmbeddedNat
     for final in res.finals:
         assert normalize_text(final["transcript"]) not in normalize_text(text)
     assert "young man" not in text
+
+
+async def test_a_turn_that_goes_on_after_a_pause_has_its_latencies_and_a_short_decode(
+    nats_server: EmbeddedNats,
+) -> None:
+    """ "Had he married a more amiable [1.2 s] woman, he might ...": the end-of-turn model keeps
+    the turn open through the pause (longer than STT_CHUNK_TIMEOUT), so the rest is a second
+    stretch of the same turn. Its ``stt.utterance`` span has the turn's latencies (measured on
+    the last stretch), and its ``stt.decode`` counts from the turn's last flush, not the first."""
+    rec = Recorded()
+    speed = 2.0
+    x, resume = paused("0920", "amiable", 1.2)
+    async with traced_service(nats_server.url, rec) as h:
+        res = await h.stream("otel-pause", pcm16(x), speed=speed)
+    (final,) = res.finals
+    text = normalize_text(final["transcript"])
+    assert "amiable" in text and "respectable" in text, text
+
+    (session,) = rec.finished("stt.session")
+    (span,) = [
+        s
+        for s in rec.finished("stt.utterance")
+        if (s.attributes or {}).get("stt.utterance") == final["turn_index"]
+    ]
+    attrs = span.attributes
+    assert attrs is not None and not attrs.get("stt.unfinished")
+    assert attrs["stt.sequence"] == final["sequence"]
+    final_latency = float(attrs["stt.final_latency_ms"]) / 1000
+    assert final_latency > 0
+    assert float(attrs["stt.turn_wait_latency_ms"]) > 0
+    (decode,) = [
+        s
+        for s in rec.finished("stt.decode")
+        if s.parent is not None and s.parent.span_id == span.context.span_id
+    ]
+    assert decode.start_time is not None and decode.end_time is not None
+    assert span.start_time is not None and span.end_time is not None
+    assert session.start_time is not None
+    decode_s = (decode.end_time - decode.start_time) / 1e9
+    # from the end of the turn's last stretch: it began after the speech after the pause was sent,
+    # and is part of the wait from the end of speech to the final
+    assert (decode.start_time - session.start_time) / 1e9 > resume / speed
+    assert decode_s < final_latency, (decode_s, final_latency)
+    assert decode_s < (span.end_time - span.start_time) / 1e9
 
 
 async def test_backend_errors_are_counted_by_code(nats_server: EmbeddedNats) -> None:

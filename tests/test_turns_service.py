@@ -47,6 +47,41 @@ async def test_a_pause_in_mid_sentence_does_not_split_the_turn(service) -> None:
     assert "amiable" in normalize_text(res.finals[0]["transcript"])
 
 
+async def test_an_eager_end_of_turn_comes_before_the_final_with_the_same_words(service) -> None:
+    x = np.concatenate([silence(0.5), utterance("0920").samples, silence(2.5)])
+    async with service() as h:
+        res = await h.stream(
+            "eager-1", pcm16(x), speed=2.0, extra_start={"eager_eot_threshold": 0.3}
+        )
+    events = [m.get("event") for m in res.messages if m.get("event")]
+    assert events == ["eager_end_of_turn", "end_of_turn"], events
+    (eager,) = [m for m in res.messages if m.get("event") == "eager_end_of_turn"]
+    (final,) = res.finals
+    assert not eager["is_final"] and eager["end_of_turn_confidence"] >= 0.3
+    assert normalize_text(eager["transcript"]) == normalize_text(final["transcript"])
+    assert "eager_end_of_turn, done" in format_message(eager)  # what `stt-service tail` shows
+
+
+async def test_an_eager_end_taken_back_when_the_user_goes_on(service) -> None:
+    """Two sentences, 1.2 s apart, with a session that ends turns only when the model is sure
+    (``eot_threshold`` 0.99, ``eot_timeout_ms`` 3000) and announces them early (0.05): the
+    first sentence's end is announced, the second's speech takes it back, and the one final holds
+    both, as ``end_of_turn``. Without ``eager_eot_threshold`` neither eager message is sent."""
+    first, second = utterance("0920").samples, utterance("0930").samples
+    x = np.concatenate([silence(0.5), first, silence(1.2), second, silence(4.0)])
+    params = {"eager_eot_threshold": 0.05, "eot_threshold": 0.99, "eot_timeout_ms": 3000}
+    async with service() as h:
+        res = await h.stream("eager-2", pcm16(x), speed=2.0, extra_start=params)
+        plain = await h.stream("eager-3", pcm16(x), speed=2.0, extra_start={"eot_threshold": 0.99})
+    events = [m.get("event") for m in res.messages if m.get("event")]
+    assert events[:2] == ["eager_end_of_turn", "turn_resumed"], events
+    assert events[-1] == "end_of_turn" and events.count("end_of_turn") == 1, events
+    (final,) = res.finals
+    text = normalize_text(final["transcript"])
+    assert "respectable" in text and "amiable himself" in text, text
+    assert not [m for m in plain.messages if m.get("event")]
+
+
 def test_a_missing_model_file_stops_start_up_with_one_line() -> None:
     out = subprocess.run(
         [*CLI, "serve"],

@@ -240,6 +240,8 @@ def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
             if m.get("speaker_id"):
                 info.append(f"speaker {m['speaker_id']}")
             return f"✓ {text}  [{', '.join(info)}]"
+        if m.get("event") == "eager_end_of_turn" and m.get("end_of_turn_confidence") is not None:
+            return f"… {text} [eager_end_of_turn, done {100 * m['end_of_turn_confidence']:.0f}%]"
         event = f" [{m['event']}]" if m.get("event") else ""
         return f"… {text}{event}"
     if kind == "interrupt":

@@ -141,11 +141,12 @@ class TurnSettings(BaseModel):
         "", description="an ONNX file to use instead of the bundled Smart Turn v3.2 model"
     )
     stt_turn_pause_ms: int = Field(
-        200,
+        96,
         ge=32,
         le=2000,
-        description="milliseconds of silence after which the end-of-turn model hears the turn; "
-        "a turn it calls complete ends there",
+        description="milliseconds of silence after which the end-of-turn model first hears the "
+        "turn (and the pause is decoded); a turn it calls complete, whose words read as a "
+        "finished sentence, ends there. It hears the turn again at 320 and 640 ms",
     )
     stt_turn_threshold: float = Field(
         0.5,
@@ -158,6 +159,15 @@ class TurnSettings(BaseModel):
         gt=0.05,
         le=30.0,
         description="seconds of silence that end a turn the model called incomplete",
+    )
+    stt_eager_eot_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="the default eager_eot_threshold for every session (off when unset): from "
+        "this end-of-turn probability, with words that read as finished, a partial with event "
+        "eager_end_of_turn announces the turn's probable end; turn_resumed follows if the user "
+        "goes on (whisper, whisper-http, realtime; Flux has FLUX_EAGER_EOT_THRESHOLD)",
     )
 
     @model_validator(mode="after")

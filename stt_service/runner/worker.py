@@ -307,7 +307,7 @@ class Worker:
                 case SendAudio(samples, offset, utterance):
                     live.stream.send_audio(samples, offset, utterance)
                     if self.config.service_endpointing:  # one span per turn
-                        live.trace.utterance(live.session.turn_of(utterance))
+                        live.trace.utterance(live.session.turn_of(utterance), utterance)
                 case Publish(message):
                     self.tel.count_published(message)
                     with live.trace.publishing(message):
@@ -315,9 +315,12 @@ class Worker:
                 case EndUtterance(utterance, until):
                     live.stream.flush(utterance, until)
                     if self.config.service_endpointing:
-                        live.trace.flushed(live.session.turn_of(utterance))
+                        live.trace.flushed(live.session.turn_of(utterance), utterance)
                 case Measure(name, seconds, utterance):
-                    live.trace.measured(name, seconds, utterance)
+                    index = utterance  # -1: the session's
+                    if self.config.service_endpointing and utterance >= 0:  # the turn's span
+                        index = live.session.turn_of(utterance)
+                    live.trace.measured(name, seconds, index)
                 case Speculate(utterance):
                     live.stream.speculate(utterance)
                 case PredictTurn(utterance, seq, audio):

@@ -39,9 +39,10 @@ class SessionConfig:
     backchannels: tuple[str, ...] = BACKCHANNELS
     # --- the end of the turn (STT_TURN_*); off: silence and the eager endpoint end turns
     turn_model: bool = False
-    turn_pause_s: float = 0.2
+    turn_pause_s: float = 0.096
     turn_threshold: float = 0.5
     turn_max_pause_s: float = 2.0
+    eager_eot_threshold: float | None = None  # STT_EAGER_EOT_THRESHOLD: announce eager ends
     # --- limits (STT_SESSION_IDLE_TIMEOUT, STT_MAX_SESSION_SECONDS)
     idle_timeout_s: float = 60.0
     max_session_s: float = 14_400.0
@@ -72,6 +73,7 @@ class SessionConfig:
             turn_pause_s=turn.stt_turn_pause_ms / 1000,
             turn_threshold=turn.stt_turn_threshold,
             turn_max_pause_s=turn.stt_turn_max_pause,
+            eager_eot_threshold=turn.stt_eager_eot_threshold,
             idle_timeout_s=limits.stt_session_idle_timeout,
             max_session_s=limits.stt_max_session_seconds,
         )

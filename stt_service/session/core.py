@@ -47,6 +47,7 @@ from ..protocol import (
 from ..speech.vad import FrameInfo, VoiceDetector
 from .actions import Action, Close, Publish, Reconfigure
 from .config import SessionConfig
+from .eager import publish as publish_announced
 from .identity import Identity
 from .inbox import Inbox
 from .inputs import VOICE_READY, Input, Shutdown, Tick, TurnVerdict, VoiceReady
@@ -101,7 +102,8 @@ class Session:
             case TurnVerdict(utterance, seq, probability):
                 if self.closed:
                     return []
-                return self._segmenter.verdict(utterance, seq, probability, now)
+                actions = self._segmenter.verdict(utterance, seq, probability, now)
+                return self._announced(now) + actions
             case Tick():
                 return self._tick(now)
             case Shutdown(reason):
@@ -299,6 +301,11 @@ class Session:
             if step is not None:
                 self._apply(step, actions)
         self._segmenter.frame(frame, info, offset, now, actions)
+        if self._segmenter.announced:
+            actions[:0] = self._announced(now)
+
+    def _announced(self, now: float) -> list[Action]:
+        return publish_announced(self._segmenter, self._results, self.state, now)
 
     # --- recognizer results ---------------------------------------------------------------------
     def _recognized(self, ev: StreamEvent, now: float) -> list[Action]:
@@ -311,7 +318,8 @@ class Session:
                     actions += self._recognized(joined, now)
             return actions
         if isinstance(ev, EndpointHint):
-            return seg.hint(ev, now)
+            actions = seg.hint(ev, now)
+            return self._announced(now) + actions
         actions = []
         self._apply(self._barge.started_speaking(ev, self.state, now), actions)
         if seg.stale(ev) or not self._results.fresh(ev):

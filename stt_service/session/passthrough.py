@@ -13,6 +13,7 @@ from ..audio import TARGET_RATE, Int16Array
 from ..backends.base import EndpointHint, RecognitionEvent, StreamParams
 from ..speech.vad import FrameInfo
 from .actions import Action, EndUtterance, SendAudio
+from .eager import Announcements
 from .intake import Intake
 
 
@@ -27,6 +28,7 @@ class PassThrough:
         self.next_utterance = 0
         self.finished = -1  # the backend's number of the last turn whose final was handled
         self._turn_open = False  # a turn began (a partial with words) and has no final yet
+        self.announced = Announcements()  # none: Flux announces its own eager ends
 
     @property
     def idle(self) -> bool:

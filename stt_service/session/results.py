@@ -79,7 +79,9 @@ class Results:
                     event=ev.event,
                     language=ev.language,
                     end_of_turn_confidence=(
-                        None if eot is None or not ev.is_final else round(eot, 4)
+                        None
+                        if eot is None or not (ev.is_final or ev.event == "eager_end_of_turn")
+                        else round(eot, 4)
                     ),
                 )
             )

@@ -43,6 +43,7 @@ from ..backends.base import EndpointHint, RecognitionEvent, StreamParams
 from ..speech.vad import FrameInfo
 from .actions import Action, EndUtterance, SendAudio, Speculate
 from .config import SessionConfig
+from .eager import Announcements
 from .endpoint import Endpointer, EndpointEvent, reads_finished
 from .intake import Intake
 from .interrupt import SURE
@@ -72,6 +73,7 @@ class Segmenter(Protocol):
     next_utterance: int  # the index the next utterance gets
     waits_for_final: bool  # a final of every speech will come (the service makes utterances)
     needs_voice: bool  # the voice detector must hear every frame (else only for barge-in)
+    announced: Announcements  # eager ends of turn and turn_resumed, to publish
 
     @property
     def in_utterance(self) -> bool: ...
@@ -188,6 +190,7 @@ class ServiceSegmenter:
         self._utt: Utterance | None = None
         self.next_utterance = 0
         self.finished = -1
+        self.announced = Announcements()
 
     @property
     def in_utterance(self) -> bool:
@@ -219,7 +222,9 @@ class ServiceSegmenter:
             utt = self._go_on(utt, offset, now, out)
         utt.samples += frame.size
         utt.frames.append((offset + frame.size, info.energy_db, voiced))
-        step = turns.frame(frame, voiced) if turns is not None else None
+        step, resumed = turns.frame(frame, voiced) if turns is not None else (None, False)
+        if resumed:  # an eager end was announced: the client drops the reply it began
+            self.announced.resumed(utt.index, self._span(utt))
         if voiced:
             utt.voiced_frames += 1
             utt.peak_db = max(utt.peak_db, info.energy_db)
@@ -244,10 +249,10 @@ class ServiceSegmenter:
 
         if event is EndpointEvent.PAUSE or step is TurnStep.ASK:
             # what the final would hold if the utterance ended here: its audio and trailing silence
-            self._send_held(utt, out)
-            if utt.phase not in DECODED:
-                utt.phase = Phase.DECODED
-            out.append(Speculate(utt.index))
+            if turns is None or turns.first_question:  # a later question has its words
+                self._send_held(utt, out)
+                utt.phase = Phase.DECODED if utt.phase not in DECODED else utt.phase
+                out.append(Speculate(utt.index))
             if step is TurnStep.ASK and turns is not None:
                 out.append(turns.ask(utt.index))
         elif (
@@ -352,8 +357,12 @@ class ServiceSegmenter:
 
     def hint(self, hint: EndpointHint, now: float) -> list[Action]:
         utt = self._utt
+        if self.turns is not None:  # the model decides, on the words too
+            if utt is None or utt.index != hint.utterance or utt.phase not in DECODED:
+                return []
+            return self._decided(utt, *self.turns.heard(hint.text), now)
         if (
-            self.turns is None  # the model decides where it is on
+            utt is not None  # the eager endpoint decides where the model is off
             and utt is not None
             and utt.index == hint.utterance
             and utt.phase in DECODED
@@ -374,7 +383,18 @@ class ServiceSegmenter:
         utt = self._utt
         if self.turns is None or utt is None or utt.index != utterance:
             return []
-        return self.end(now) if self.turns.verdict(seq, probability) else []
+        return self._decided(utt, *self.turns.verdict(seq, probability), now)
+
+    def _decided(self, utt: Utterance, end: bool, eager: bool, now: float) -> list[Action]:
+        judge = self.turns.judge if self.turns is not None else None
+        if eager and judge is not None and judge.eager is not None:
+            self.announced.eager(utt.index, judge.text, self._span(utt), judge.eager)
+        return self.end(now) if end else []
+
+    @staticmethod
+    def _span(utt: Utterance) -> tuple[int, int]:
+        first, last = utt.record.speech or [utt.start, utt.start]
+        return first, last
 
     def tune(self, params: StreamParams) -> None:
         if self.turns is not None:
@@ -405,6 +425,8 @@ class ServiceSegmenter:
         return joined
 
     def join(self, ev: RecognitionEvent) -> tuple[RecognitionEvent | None, int]:
+        if self.turns is not None and self.turns.eager_on:
+            ev = Announcements.final(ev)  # end_of_turn, as Flux names it beside its eager events
         turn = self.turnmap.stretch_of(ev.utterance)
         if turn is None:
             return ev, ev.utterance
