@@ -130,6 +130,15 @@ def test_the_judge_asks_at_the_pause_and_ends_on_a_complete_verdict_and_finished
     j = judge()
     assert silent_for(j, 2) == [(2, TurnStep.ASK)]  # 64 ms / 32 ms
     assert j.verdict(j.seq, 0.9) == (False, False)  # the words are not in yet
+    assert j.heard("Press 1 to enter a number.") == (False, False)  # 64 ms: a gap in a sentence?
+    assert silent_for(j, 10) == [(4, TurnStep.END)]  # at 192 ms (MIN_END_MS), it is over
+
+
+def test_a_pause_long_enough_ends_the_turn_as_soon_as_its_words_come() -> None:
+    j = judge()
+    silent_for(j, 2)
+    j.verdict(j.seq, 0.9)
+    silent_for(j, 6)  # 256 ms: the decode is slower than the model
     assert j.heard("Press 1 to enter a number.") == (True, False)
 
 
@@ -215,12 +224,14 @@ def test_an_eager_end_is_announced_below_the_threshold_and_taken_back_by_speech(
     j = judge(eager=0.3)
     silent_for(j, 2)
     assert j.heard("I want to cancel my subscription.") == (False, False)
-    assert j.verdict(j.seq, 0.4) == (False, True)  # probably over: announced, not ended
+    assert j.verdict(j.seq, 0.4) == (False, False)  # 64 ms: too soon to say
+    assert silent_for(j, 4) == [] and j.eager_now  # 192 ms: probably over, announced, not ended
     assert j.eager == 0.4
     assert j.voiced() is True  # the user went on: turn_resumed
-    silent_for(j, 2)
+    silent_for(j, 6)
     j.heard("I want to cancel my")
     assert j.verdict(j.seq, 0.9) == (False, False)  # open words: no eager end either
+    assert j.eager is None
 
 
 @pytest.mark.parametrize(

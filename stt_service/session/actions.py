@@ -75,10 +75,11 @@ class Close:
 @dataclass(frozen=True, slots=True)
 class Measure:
     """A latency the user feels, for metrics: ``final`` (end of speech to the final),
-    ``first_partial`` (start of speech to the utterance's first partial), ``interrupt``
-    (speech onset while responding to the interrupt) or ``turn_wait`` (the pause a turn's end
-    waited out). Measured from when the audio in question reached the session to the ``now`` of
-    the message it produced."""
+    ``first_partial`` (start of speech to the utterance's first partial), ``interrupt`` (speech
+    onset while responding to the interrupt), ``turn_wait`` (the pause a turn's end waited out,
+    in audio time) or ``turn_decision`` (end of speech to the decision that ended the turn; the
+    final follows when its decode is done). Measured from when the audio in question reached the
+    session to the ``now`` of the message it produced."""
 
     name: str
     seconds: float

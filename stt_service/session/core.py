@@ -85,7 +85,7 @@ class Session:
         self._barge = Interrupts(config, self.who, self.intake)
         self._results = Results(self.who, self.records, self.intake)
         self._segmenter: Segmenter = (
-            ServiceSegmenter(config, self.records, self._barge.ended)
+            ServiceSegmenter(config, self.records, self._barge.ended, self.intake)
             if config.service_endpointing
             else PassThrough()
         )

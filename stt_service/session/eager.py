@@ -39,16 +39,16 @@ class Announcements:
     def __bool__(self) -> bool:
         return bool(self.pending)
 
-    def eager(self, utterance: int, text: str, span: tuple[int, int], confidence: float) -> None:
+    def eager(self, utterance: int, text: str, span: list[int], confidence: float) -> None:
         """The turn is probably over at this pause (``span``: its speech's samples)."""
         self._text = text
         self._add(utterance, EAGER, span, confidence)
 
-    def resumed(self, utterance: int, span: tuple[int, int]) -> None:
+    def resumed(self, utterance: int, span: list[int]) -> None:
         """Speech resumed after an eager end: it is taken back (with the words it announced)."""
         self._add(utterance, RESUMED, span, None)
 
-    def _add(self, utterance: int, event: str, span: tuple[int, int], eot: float | None) -> None:
+    def _add(self, utterance: int, event: str, span: list[int], eot: float | None) -> None:
         first, last = span
         ev = RecognitionEvent(
             utterance, self._text, False, first / TARGET_RATE, last / TARGET_RATE, event=event

@@ -170,8 +170,15 @@ class ServiceSegmenter:
     waits_for_final = True
     needs_voice = True
 
-    def __init__(self, config: SessionConfig, records: Records, speech_ended: SpeechEnded) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        records: Records,
+        speech_ended: SpeechEnded,
+        intake: Intake,
+    ) -> None:
         self._config = config
+        self._intake = intake  # the audio clock: when the end of speech arrived
         self._records = records
         self._speech_ended = speech_ended
         self.turns = TurnDecision(config) if config.turn_model else None
@@ -216,15 +223,16 @@ class ServiceSegmenter:
             utt = self._begin(offset, out)
         turns = self.turns
         if voiced and utt.phase in DECODED and turns is not None and turns.past_timeout:
-            # the speaker goes on after a pause that silence alone would have ended the utterance
-            # at: the recognizer hears the same utterances as without the model, the client one
-            # turn (a shorter pause stays inside the utterance, its context kept for the decode)
+            # the speaker goes on after a pause silence alone would have ended the utterance at:
+            # the recognizer hears the same utterances as without the model, the client one turn
             utt = self._go_on(utt, offset, now, out)
         utt.samples += frame.size
         utt.frames.append((offset + frame.size, info.energy_db, voiced))
         step, resumed = turns.frame(frame, voiced) if turns is not None else (None, False)
         if resumed:  # an eager end was announced: the client drops the reply it began
-            self.announced.resumed(utt.index, self._span(utt))
+            self.announced.resumed(utt.index, utt.record.speech or [utt.start] * 2)
+        elif turns is not None and turns.announce():
+            self._decided(utt, False, True, now)
         if voiced:
             utt.voiced_frames += 1
             utt.peak_db = max(utt.peak_db, info.energy_db)
@@ -348,6 +356,8 @@ class ServiceSegmenter:
         if self.turns is not None:
             wait, probability = self.turns.ended(utt.index)
             actions.append(wait)
+            if speech := utt.record.speech:  # the end of speech -> the decision
+                actions += self._intake.measure("turn_decision", speech[1], now, utt.index)
             if probability is not None:
                 utt.record.eot = probability
         return actions
@@ -388,13 +398,10 @@ class ServiceSegmenter:
     def _decided(self, utt: Utterance, end: bool, eager: bool, now: float) -> list[Action]:
         judge = self.turns.judge if self.turns is not None else None
         if eager and judge is not None and judge.eager is not None:
-            self.announced.eager(utt.index, judge.text, self._span(utt), judge.eager)
+            self.announced.eager(
+                utt.index, judge.text, utt.record.speech or [utt.start] * 2, judge.eager
+            )
         return self.end(now) if end else []
-
-    @staticmethod
-    def _span(utt: Utterance) -> tuple[int, int]:
-        first, last = utt.record.speech or [utt.start, utt.start]
-        return first, last
 
     def tune(self, params: StreamParams) -> None:
         if self.turns is not None:

@@ -55,6 +55,10 @@ from .config import SessionConfig
 from .endpoint import reads_finished
 
 RETAKE_MS = (320.0, 640.0)  # the model is asked again at these pause lengths
+# no turn ends (or is announced) before this much pause: the gaps inside a sentence ("...more
+# respectable [120 ms] than he was") are shorter. The first question comes sooner so that its
+# decode, which the final waits for, is done by then.
+MIN_END_MS = 192.0
 RETAKE_THRESHOLD = 0.95  # what a later question must reach (long silence sounds "complete")
 # English words a finished sentence does not end in: articles, prepositions, conjunctions,
 # possessives, fillers ("...followed by the", "a table for", "send it to my", "uh")
@@ -108,6 +112,11 @@ class TurnJudge:
         later = {round(ms / frame_ms) for ms in RETAKE_MS}
         self.ask_frames = (self.pause_frames, *sorted(f for f in later if f > self.pause_frames))
         self.max_frames = max(self.timeout_frames, round(max_pause_ms / frame_ms))
+        self.min_end_frames = min(
+            max(self.pause_frames, round(MIN_END_MS / frame_ms)), self.timeout_frames
+        )
+        self.due = False  # a decision taken before MIN_END_MS, to take again when it is reached
+        self.eager_now = False  # an eager end decided on a frame, for the segmenter to announce
         self.seq = 0  # which question a verdict answers (a stale one is ignored)
         self.asked = False  # the latest question's verdict is awaited
         self.level = 0  # which question of this pause the latest was (0: the first)
@@ -149,11 +158,15 @@ class TurnJudge:
         self.words = None
         self.text = ""
         self.eager = None
-        self.reached = False
+        self.reached = self.due = self.eager_now = False
         return resumed
 
     def unvoiced(self) -> TurnStep | None:
         self.silent += 1
+        if self.due and self.silent >= self.min_end_frames:
+            end, self.eager_now = self._decide()
+            if end:
+                return TurnStep.END
         # a later question only once the one before was answered "not yet" and the words may
         # still end the turn: a model that is behind is not asked more, a "complete" waits for
         # the words, and open words ("...a table for") wait for more speech or the longest pause
@@ -197,6 +210,10 @@ class TurnJudge:
         p = self.probability
         if p is None:
             return False, False
+        if self.silent < self.min_end_frames:
+            self.due = True  # too short a pause to end on yet: decide again when it is not
+            return False, False
+        self.due = False
         eager = (
             self.eager_threshold is not None
             and self.eager is None
@@ -266,6 +283,11 @@ class TurnDecision:
         """The question for the model at this pause: the turn's last 8 s of audio."""
         audio = np.concatenate(self._window)[-WINDOW:]
         return PredictTurn(utterance, self.judge.seq, audio)
+
+    def announce(self) -> bool:
+        """An eager end was decided on the last frame (the pause reached ``MIN_END_MS``)."""
+        now, self.judge.eager_now = self.judge.eager_now, False
+        return now
 
     def verdict(self, seq: int, probability: float | None) -> tuple[bool, bool]:
         """The model's answer for question ``seq``: (the turn ends now, announce it eagerly)."""

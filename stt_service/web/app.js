@@ -110,6 +110,13 @@ function onResult(m) {
         ].filter(Boolean);
         addLine("final", text, meta.join(" · "));
         showFigures();
+      } else if (m.event === "eager_end_of_turn") {
+        // the turn is probably over: an agent would start its reply here
+        const pct = Math.round(100 * (m.end_of_turn_confidence || 0));
+        $("partial").textContent = text;
+        log("eager", `probably done (${pct}%): ${text}`);
+      } else if (m.event === "turn_resumed") {
+        log("resumed", "turn resumed: the user went on (an agent drops the reply it began)");
       } else {
         $("partial").textContent = text;
         log("partial", `partial #${m.sequence}: ${text}`);
@@ -190,6 +197,7 @@ async function start() {
     sample_rate: rate,
     channels: 1,
     state: $("agent").checked ? "responding" : "listening",
+    eager_eot_threshold: 0.5, // show the eager end of turn an agent would start its reply on
   });
   node.port.onmessage = (e) => {
     const s = page.session;
