@@ -170,6 +170,18 @@ def test_an_incomplete_verdict_waits_for_the_longest_pause() -> None:
     assert silent_for(j, 70)[-1] == (60, TurnStep.END)  # not at STT_CHUNK_TIMEOUT (25 frames)
 
 
+def test_a_doubtful_verdict_that_comes_late_is_taken_again_at_once() -> None:
+    """A client faster than real time: the pause has passed 320 and 640 ms before the first
+    verdict is in; the next question goes at once, with the bar of the latest passed."""
+    j = judge()
+    j.heard("The conference is now unlocked.")
+    assert silent_for(j, 24) == [(2, TurnStep.ASK)]  # 768 ms, the first still unanswered
+    assert j.verdict(j.seq, 0.2) == (False, False) and j.retake()
+    assert j.level == 2 and not j.retake()  # asked once, its verdict awaited
+    assert j.verdict(j.seq, 0.9) == (False, False)  # below the later bar (0.95)
+    assert not j.retake()  # no later question: it waits for STT_TURN_MAX_PAUSE
+
+
 def test_speech_that_resumes_makes_a_late_verdict_stale() -> None:
     j = judge()
     silent_for(j, 2)
@@ -206,8 +218,20 @@ def test_without_a_verdict_silence_ends_the_turn_as_it_did_before() -> None:
 
 
 def test_a_complete_verdict_whose_words_never_come_ends_at_the_timeout() -> None:
-    j = judge()  # the backend gave no words for the pause (a failed or empty decode)
+    j = judge()  # the backend sent nothing for the pause
     assert answered(j, 40, 0.9)[-1] == (25, TurnStep.END)
+
+
+def test_a_pause_decode_that_failed_leaves_the_decision_to_the_model() -> None:
+    j = judge()
+    silent_for(j, 6)
+    assert j.verdict(j.seq, 0.9) == (False, False)  # waiting for the words
+    assert j.heard(None) == (True, False)  # none will come: the model's "complete" ends it
+    j = judge()
+    silent_for(j, 2)
+    assert j.heard(None) == (False, False)
+    assert j.verdict(j.seq, 0.2) == (False, False)  # doubtful: asked again as the pause grows
+    assert silent_for(j, 8) == [(8, TurnStep.ASK)]
 
 
 def test_a_verdict_still_awaited_at_the_timeout_is_waited_for() -> None:

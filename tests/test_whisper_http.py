@@ -189,7 +189,11 @@ async def test_400_fails_at_once_with_the_status(service, whisper_server: str) -
 
 async def test_a_hung_server_hits_the_read_timeout(service, whisper_server: str) -> None:
     proxy = Proxy(whisper_server, script=["hang"])
-    settings = http_settings("", stt_partial_interval=0, whisper_http_timeout=1.0)
+    # silence alone ends the turn within the audio sent (the end-of-turn model may call this
+    # sentence doubtful and wait for a longer pause than the client sends)
+    settings = http_settings(
+        "", stt_partial_interval=0, whisper_http_timeout=1.0, stt_turn_model="off"
+    )
     async with serving(proxy) as url:
         settings["whisper_url"] = url
         async with service(**settings) as h:

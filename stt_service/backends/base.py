@@ -55,10 +55,12 @@ class RecognitionError:
 @dataclass(frozen=True, slots=True)
 class EndpointHint:
     """What the utterance so far says, decoded at a pause (:meth:`RecognizerStream.speculate`):
-    the session core ends the utterance early when the text reads as a finished sentence."""
+    the session core ends the utterance early when the text reads as a finished sentence.
+    ``None``: the decode failed or the server has no words yet, so the words cannot help and the
+    end-of-turn model decides alone."""
 
     utterance: int
-    text: str
+    text: str | None
 
 
 StreamEvent = RecognitionEvent | RecognitionError | EndpointHint

@@ -125,8 +125,14 @@ class UtteranceStream:
     def _on_speculation(
         self, utterance: int, samples: int, fut: asyncio.Future[Decoded | None]
     ) -> None:
-        if fut.cancelled() or fut.exception() is not None:
-            return  # the final decodes again, and reports a lasting failure itself
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            # no words for the turn decision (it must not wait for them); the final reports
+            # the failure itself
+            if utterance == self._utterance:
+                self._events.put_nowait(EndpointHint(utterance, None))
+            return
         res = fut.result()
         # still the same utterance, and nothing spoken since: the hint is current
         if res is not None and utterance == self._utterance and samples == self._samples:

@@ -373,7 +373,7 @@ class ServiceSegmenter:
             return self._decided(utt, *self.turns.heard(hint.text), now)
         if (
             utt is not None  # the eager endpoint decides where the model is off
-            and utt is not None
+            and hint.text is not None
             and utt.index == hint.utterance
             and utt.phase in DECODED
             and self._endpointer.paused
@@ -401,7 +401,7 @@ class ServiceSegmenter:
             self.announced.eager(
                 utt.index, judge.text, utt.record.speech or [utt.start] * 2, judge.eager
             )
-        return self.end(now) if end else []
+        return self.end(now) if end else (self.turns.retaken(utt.index) if self.turns else [])
 
     def tune(self, params: StreamParams) -> None:
         if self.turns is not None:

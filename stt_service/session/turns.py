@@ -23,12 +23,13 @@ speech.md), Smart Turn tells a finished sentence from a paused one best in the f
 silence (82-86% of finished turns >= 0.5 against 21-25% of paused ones), and by 500 ms it calls
 most paused sentences complete too; sooner than 96 ms, the short gaps inside a sentence ("...more
 respectable [70 ms] than he was") are asked, and some cut. A verdict waits for the decode's words
-(the final needs that decode anyway, so this costs no time); while either is missing (the model is
-slow or failed, the backend gave no words), silence ends the turn after ``timeout_ms``
-(``STT_CHUNK_TIMEOUT``) as it does without a model. With an eager threshold
-(``eager_eot_threshold``, ``STT_EAGER_EOT_THRESHOLD``) the first verdict at or above it, with
-finished words, is announced (:attr:`TurnJudge.eager`) so the client can start its reply; speech
-that resumes after it is a ``turn_resumed``.
+(the final needs that decode anyway, so this costs no time); a decode that failed leaves the
+model to decide alone; while either is missing (the model is slow or failed, the backend sent
+nothing), silence ends the turn after ``timeout_ms`` (``STT_CHUNK_TIMEOUT``) as it does without
+a model. A verdict that comes after the pause passed a later question is taken again at once.
+With an eager threshold (``eager_eot_threshold``, ``STT_EAGER_EOT_THRESHOLD``) the first verdict
+at or above it, with finished words, is announced (:attr:`TurnJudge.eager`) so the client can
+start its reply; speech that resumes after it is a ``turn_resumed``.
 
 Speech that resumes forgets the pause. Counting is in frames of the voice detector, i.e. in the
 audio's own time.
@@ -50,7 +51,7 @@ import numpy as np
 from ..audio import Int16Array
 from ..backends.base import StreamParams
 from ..speech.smartturn import WINDOW
-from .actions import Measure, PredictTurn
+from .actions import Action, Measure, PredictTurn
 from .config import SessionConfig
 from .endpoint import reads_finished
 
@@ -123,6 +124,7 @@ class TurnJudge:
         self.answered = 0  # which question the verdict held answered
         self.probability: float | None = None  # the pause's latest verdict
         self.words: bool | None = None  # the pause's words sound finished (None: none yet)
+        self.wordless = False  # the pause's decode failed or had no words: the model decides
         self.text = ""  # the pause's words
         self.eager: float | None = None  # the verdict announced as an eager end this pause
         self.reached = False  # a verdict of this pause reached its bar
@@ -156,6 +158,7 @@ class TurnJudge:
         self.level = self.answered = 0
         self.probability = None
         self.words = None
+        self.wordless = False
         self.text = ""
         self.eager = None
         self.reached = self.due = self.eager_now = False
@@ -200,10 +203,23 @@ class TurnJudge:
         self.answered = self.level
         return self._decide()
 
-    def heard(self, text: str) -> tuple[bool, bool]:
-        """The pause's decode: what the turn says so far. As :meth:`verdict`."""
-        self.text = text.strip()
-        self.words = sounds_finished(self.text, self.language)
+    def retake(self) -> bool:
+        """Ask again now if the pause passed a later question while the last was being answered
+        (a client faster than real time; a model behind): as :meth:`unvoiced` would have."""
+        passed = [k for k, f in enumerate(self.ask_frames) if k > self.level and f <= self.silent]
+        if not passed or self.asked or self.reached or self.words is False:
+            return False
+        self.seq += 1
+        self.asked = True
+        self.level = passed[-1]
+        return True
+
+    def heard(self, text: str | None) -> tuple[bool, bool]:
+        """The pause's decode: what the turn says so far (None: no words will come, the model
+        decides alone). As :meth:`verdict`."""
+        self.text = (text or "").strip()
+        self.words = None if text is None else sounds_finished(self.text, self.language)
+        self.wordless = text is None
         return self._decide() if self.probability is not None else (False, False)
 
     def _decide(self) -> tuple[bool, bool]:
@@ -228,7 +244,7 @@ class TurnJudge:
             return False, eager
         self.reached = True
         if self.words is None:  # wait for the words, or the timeout
-            return self.silent >= self.timeout_frames, eager
+            return self.wordless or self.silent >= self.timeout_frames, eager
         return self.words, eager
 
     def reset(self) -> None:
@@ -284,6 +300,11 @@ class TurnDecision:
         audio = np.concatenate(self._window)[-WINDOW:]
         return PredictTurn(utterance, self.judge.seq, audio)
 
+    def retaken(self, utterance: int) -> list[Action]:
+        """The question to ask now that a verdict or the words left the turn open, if the pause
+        already passed the next one (:meth:`TurnJudge.retake`)."""
+        return [self.ask(utterance)] if self.judge.retake() else []
+
     def announce(self) -> bool:
         """An eager end was decided on the last frame (the pause reached ``MIN_END_MS``)."""
         now, self.judge.eager_now = self.judge.eager_now, False
@@ -293,8 +314,8 @@ class TurnDecision:
         """The model's answer for question ``seq``: (the turn ends now, announce it eagerly)."""
         return self.judge.verdict(seq, probability)
 
-    def heard(self, text: str) -> tuple[bool, bool]:
-        """The pause's words: as :meth:`verdict`."""
+    def heard(self, text: str | None) -> tuple[bool, bool]:
+        """The pause's words (None: none will come): as :meth:`verdict`."""
         return self.judge.heard(text)
 
     def ended(self, utterance: int) -> tuple[Measure, float | None]:

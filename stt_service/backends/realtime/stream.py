@@ -149,8 +149,8 @@ class RealtimeStream:
         """The speaker paused: what the server has transcribed so far is the hint (it decodes
         while audio arrives, so there is nothing to start)."""
         utt = self._current
-        if utt is not None and utt.index == utterance and (text := utt.text()):
-            self._events.put_nowait(EndpointHint(utterance, text))
+        if utt is not None and utt.index == utterance:
+            self._events.put_nowait(EndpointHint(utterance, utt.text() or None))
 
     def configure(self, params: StreamParams) -> None:
         old, self._params = self._params, params
