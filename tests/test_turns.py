@@ -360,6 +360,30 @@ def test_a_thinking_pause_in_mid_sentence_does_not_end_the_turn() -> None:
     assert [f["transcript"] for f in finals_for(off, drive(off, x))] == ["w0", "w1"]
 
 
+def said(digits: str, gap_s: float = 0.05) -> np.ndarray:
+    """Digits one by one in the recorded telephone voice (Asterisk's ``digits/N``), trimmed."""
+    parts = []
+    for d in digits:
+        x = prompt(f"digits/{d}")
+        loud = np.nonzero(np.abs(x.astype(np.int32)) > 500)[0]
+        parts += [x[max(0, loud[0] - 800) : loud[-1] + 800], silence(gap_s)]
+    return np.concatenate(parts[:-1])
+
+
+@pytest.mark.parametrize(("first", "rest"), [("555", "0123"), ("81", "2240")])
+def test_a_number_said_in_groups_is_one_turn(first: str, rest: str) -> None:
+    """ "five five five [0.8 s] zero one two three": the pause's words end in a number, and the
+    model's doubt keeps the turn open; one final, after the last group."""
+    x = np.concatenate([silence(0.5), said(first), silence(0.8), said(rest), silence(2.5)])
+    _, end = speech_bounds(x)
+    s = Session("s", TURNS, T0)
+    acts = drive(s, x)
+    (final,) = finals_for(s, acts)
+    assert final["transcript"] == "w0 w1"  # both groups, one turn
+    ended = [t for t, a in acts if isinstance(a, EndUtterance)]
+    assert ended[-1] > end
+
+
 def test_partials_of_a_turn_that_went_on_show_the_turn_so_far() -> None:
     from stt_service.backends.base import RecognitionEvent
 
