@@ -172,7 +172,7 @@ def test_an_incomplete_verdict_waits_for_the_longest_pause() -> None:
 
 def test_a_doubtful_verdict_that_comes_late_is_taken_again_at_once() -> None:
     """A client faster than real time: the pause has passed 320 and 640 ms before the first
-    verdict is in; the next question goes at once, with the bar of the latest passed."""
+    verdict is in; the last question goes at once, with its bar."""
     j = judge()
     j.heard("The conference is now unlocked.")
     assert silent_for(j, 24) == [(2, TurnStep.ASK)]  # 768 ms, the first still unanswered
@@ -180,6 +180,11 @@ def test_a_doubtful_verdict_that_comes_late_is_taken_again_at_once() -> None:
     assert j.level == 2 and not j.retake()  # asked once, its verdict awaited
     assert j.verdict(j.seq, 0.9) == (False, False)  # below the later bar (0.95)
     assert not j.retake()  # no later question: it waits for STT_TURN_MAX_PAUSE
+    j = judge()
+    j.heard("The conference is now unlocked.")
+    silent_for(j, 12)  # 384 ms: the 640 ms question is still ahead, and is waited for
+    assert j.verdict(j.seq, 0.2) == (False, False) and not j.retake()
+    assert silent_for(j, 8) == [(8, TurnStep.ASK)]
 
 
 def test_speech_that_resumes_makes_a_late_verdict_stale() -> None:

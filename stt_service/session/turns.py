@@ -26,7 +26,7 @@ respectable [70 ms] than he was") are asked, and some cut. A verdict waits for t
 (the final needs that decode anyway, so this costs no time); a decode that failed leaves the
 model to decide alone; while either is missing (the model is slow or failed, the backend sent
 nothing), silence ends the turn after ``timeout_ms`` (``STT_CHUNK_TIMEOUT``) as it does without
-a model. A verdict that comes after the pause passed a later question is taken again at once.
+a model. A verdict that comes after the pause passed the last question gets it asked at once.
 With an eager threshold (``eager_eot_threshold``, ``STT_EAGER_EOT_THRESHOLD``) the first verdict
 at or above it, with finished words, is announced (:attr:`TurnJudge.eager`) so the client can
 start its reply; speech that resumes after it is a ``turn_resumed``.
@@ -204,14 +204,17 @@ class TurnJudge:
         return self._decide()
 
     def retake(self) -> bool:
-        """Ask again now if the pause passed a later question while the last was being answered
-        (a client faster than real time; a model behind): as :meth:`unvoiced` would have."""
-        passed = [k for k, f in enumerate(self.ask_frames) if k > self.level and f <= self.silent]
-        if not passed or self.asked or self.reached or self.words is False:
+        """Ask the last question now if the pause passed it while the one before was being
+        answered (a client faster than real time; a model far behind): as :meth:`unvoiced`
+        would have. A later question still ahead is waited for (no extra load on a busy model)."""
+        last = len(self.ask_frames) - 1
+        if self.level == last or self.silent < self.ask_frames[last]:
+            return False
+        if self.asked or self.reached or self.words is False:
             return False
         self.seq += 1
         self.asked = True
-        self.level = passed[-1]
+        self.level = last
         return True
 
     def heard(self, text: str | None) -> tuple[bool, bool]:
