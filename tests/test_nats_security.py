@@ -629,3 +629,49 @@ def test_options_for_each_method(m: Material) -> None:
         )
     )
     assert set(opts) == {"tls"}
+
+
+def _traced(tmp_path: Path, conf: str) -> tuple[str, Path]:
+    """``conf`` with the server tracing every protocol line to a log file."""
+    log = tmp_path / f"trace-{free_port()}.log"
+    return f'{conf}log_file: "{log}"\ntrace: true\ndebug: true\n', log
+
+
+async def test_a_tls_url_never_sends_credentials_to_a_server_without_tls(
+    m: Material, tmp_path: Path
+) -> None:
+    """nats-py upgrades only when the server requires TLS; a tls:// URL must mean TLS anyway."""
+    conf, log = _traced(tmp_path, server_conf(m, "userpass"))
+    with nats_server(tmp_path, conf) as url:
+        tls_url = _with_userinfo(url, f"alice:{PASSWORD}").replace("nats://", "tls://")
+        settings = load_settings(nats_url=tls_url, nats_tls_ca_file=m.ca)
+        with pytest.raises(RuntimeError) as err:
+            await connect_nats(settings, first_connect_timeout=5)
+        refused = log.read_text()
+        # the same server and credentials over nats:// (the control: the trace shows CONNECT)
+        nc = await connect_nats(_with_userinfo(url, f"alice:{PASSWORD}"))
+        await nc.close()
+    message = str(err.value)
+    assert "offers no TLS" in message and "\n" not in message and PASSWORD not in message
+    assert "CONNECT" not in refused and PASSWORD not in refused
+    assert "CONNECT" in log.read_text()
+
+
+async def test_a_server_that_offers_tls_without_requiring_it_gets_tls(
+    m: Material, tmp_path: Path
+) -> None:
+    tls = (
+        f'tls {{ cert_file: "{m.server_cert}", key_file: "{m.server_key}", timeout: 2 }}\n'
+        "allow_non_tls: true\n"
+    )
+    conf, log = _traced(tmp_path, tls + f'authorization {{ token: "{TOKEN}" }}\n')
+    with nats_server(tmp_path, conf) as url:
+        settings = load_settings(
+            nats_url=url.replace("nats://", "tls://"), nats_token=TOKEN, nats_tls_ca_file=m.ca
+        )
+        nc = await connect_nats(settings)
+        try:
+            await nc.flush()
+        finally:
+            await nc.close()
+    assert "TLS handshake complete" in log.read_text()

@@ -5,7 +5,11 @@ Authentication is one of user/password (``NATS_USER``/``NATS_PASSWORD``), a toke
 file (``NATS_CREDS_FILE``) or credentials in ``NATS_URL`` itself (``nats://user:pass@host``).
 TLS is used when the server asks for it (nats-py upgrades the connection); ``NATS_TLS_CA_FILE``
 names the CA to verify the server with (the system's CAs otherwise), ``NATS_TLS_CERT_FILE`` and
-``NATS_TLS_KEY_FILE`` a client certificate for servers that verify clients.
+``NATS_TLS_KEY_FILE`` a client certificate for servers that verify clients. A ``tls://`` URL or
+any TLS setting means TLS or no connection: nats-py upgrades only when the server requires it,
+so against a server that offers no TLS it would send ``CONNECT`` (and the credentials) in clear;
+:class:`_TlsOnly` refuses such a server before a byte is sent, and upgrades where the server
+offers TLS without requiring it.
 
 The first connection fails fast: a refused credential or an untrusted certificate raises a
 :class:`RuntimeError` whose ``str()`` is one line naming the cause and the variable to check, never
@@ -20,6 +24,7 @@ import logging
 import ssl
 from typing import Any
 
+from nats import errors
 from nats.aio.client import Client as NATS
 
 from ..config import NatsSettings
@@ -37,6 +42,30 @@ class _QuietTlsEof(logging.Filter):
 
 
 logging.getLogger("asyncio").addFilter(_QuietTlsEof())
+
+
+class PlainTextRefused(errors.Error):
+    """TLS was asked for, and the server offers none: nothing was sent to it."""
+
+    def __str__(self) -> str:
+        return (
+            "TLS: the server offers no TLS, and NATS_URL is tls:// or a NATS_TLS_* setting is "
+            "set: refusing to connect in clear (nothing, no credentials, was sent)"
+        )
+
+
+class _TlsOnly(NATS):
+    """A client that never speaks in clear once TLS is configured (see the module docstring)."""
+
+    async def _process_info(self, info: dict[str, Any], initial_connection: bool = False) -> None:
+        if initial_connection and self.options.get("tls") is not None:
+            scheme = self._current_server.uri.scheme if self._current_server else ""
+            if scheme not in ("ws", "wss") and not info.get("tls_required"):
+                if not info.get("tls_available"):
+                    raise PlainTextRefused()
+                info["tls_required"] = True  # offered, not required: take it
+        await super()._process_info(info, initial_connection)
+
 
 # what the server says when it refuses the credentials (nats-server's auth errors)
 _AUTH_ERRORS = (
@@ -59,6 +88,8 @@ def _auth_hint(settings: NatsSettings) -> str:
 
 def fatal_reason(exc: BaseException, settings: NatsSettings) -> str | None:
     """Why a first connection can never succeed (bad credentials, TLS), or ``None``."""
+    if isinstance(exc, PlainTextRefused):
+        return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         what = exc.verify_message or exc.reason or "certificate verify failed"
         if "hostname" in what.lower():
@@ -110,7 +141,7 @@ async def connect_nats(
     except ValueError as exc:
         raise RuntimeError(f"cannot connect to NATS at {shown}: {exc}") from None
 
-    nc = NATS()
+    nc = _TlsOnly()
     connected = False
     fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     last_error: list[str] = []

@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..audio import read_wav
-from ..bus.natsauth import nats_options
+from ..bus.natsconn import connect_nats
 from ..config import Settings
 from .client import (
     ResultCollector,
@@ -85,7 +85,6 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-    import nats
 
     from ..backends import make_recognizer
     from ..bus.embedded import EmbeddedNats
@@ -115,7 +114,7 @@ async def _demo(args: argparse.Namespace) -> int:
         t_load = time.perf_counter()
         await worker.start()
         print(f"  ready in {time.perf_counter() - t_load:.1f} s")
-        nc = await nats.connect(url, **nats_options(settings.nats))
+        nc = await connect_nats(settings.nats, url=url, name="stt-demo")
         sid = f"demo-{uuid.uuid4().hex[:6]}"
         timing = StreamTiming()
         t0 = time.monotonic()

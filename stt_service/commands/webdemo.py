@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..bus.embedded import EmbeddedNats
-from ..bus.natsauth import nats_options
+from ..bus.natsconn import connect_nats
 from ..config import Settings
 from ..config.nats import redact_url
 from .client import ResultCollector, SessionResults, format_message
@@ -53,7 +53,6 @@ async def web_demo(
     settings_for: Callable[[str], Settings],
 ) -> int:
     """The whole service and the page on this machine (embedded NATS unless ``nats_url``)."""
-    import nats
 
     from ..backends import make_recognizer
     from ..runner.serve import inlet_for
@@ -89,7 +88,7 @@ async def web_demo(
         began = time.perf_counter()
         await worker.start()
         print(f"  ready in {time.perf_counter() - began:.1f} s")
-        nc = await nats.connect(nats_url, **nats_options(settings.nats))
+        nc = await connect_nats(settings.nats, url=nats_url, name="stt-web-demo")
         await ResultCollector(nc, settings.stt_output_subject, show).start("*")
         config = {
             "nats_ws": nats_ws,
