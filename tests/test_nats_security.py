@@ -675,3 +675,23 @@ async def test_a_server_that_offers_tls_without_requiring_it_gets_tls(
         finally:
             await nc.close()
     assert "TLS handshake complete" in log.read_text()
+
+
+def test_demo_against_a_secured_server_never_shows_the_password(
+    m: Material, tmp_path: Path, whisper_stub: str
+) -> None:
+    """`demo --nats-url` with credentials in the URL: the URL is shown redacted, and a wrong
+    password is one line (exit 1), not a traceback."""
+    with nats_server(tmp_path, server_conf(m, "userpass")) as url:
+        proc = subprocess.run(
+            [*CLI, "demo", "--nats-url", _with_userinfo(url, f"alice:{WRONG_PASSWORD}")],
+            env=_serve_env(url, whisper_stub),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    assert WRONG_PASSWORD not in proc.stdout + proc.stderr
+    assert "  NATS      nats://alice:***@127.0.0.1" in proc.stdout, proc.stdout
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and "authorization violation" in errors[0], proc.stderr

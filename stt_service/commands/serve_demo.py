@@ -21,6 +21,7 @@ from .. import __version__
 from ..audio import read_wav
 from ..bus.natsconn import connect_nats
 from ..config import Settings
+from ..config.nats import redact_url
 from .client import (
     ResultCollector,
     SessionResults,
@@ -72,7 +73,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return asyncio.run(
             web_demo(args.nats_url, args.nats_ws, args.host, args.port, settings_for)
         )
-    return asyncio.run(_demo(args))
+    try:
+        return asyncio.run(_demo(args))
+    except RuntimeError as exc:  # NATS refused (credentials, TLS) or the model: one clear line
+        print(f"stt-service: {exc}", file=sys.stderr)
+        return 1
 
 
 def cmd_web(args: argparse.Namespace) -> int:
@@ -103,7 +108,7 @@ async def _demo(args: argparse.Namespace) -> int:
         url = server.url
     settings = _settings(args, nats_url=url)
     print(f"stt-service {__version__} demo")
-    print(f"  NATS      {url}" + (" (embedded nats-server)" if server else ""))
+    print(f"  NATS      {redact_url(url)}" + (" (embedded nats-server)" if server else ""))
     recognizer = make_recognizer(settings)
     describe = getattr(recognizer, "describe", None)
     model = describe() if describe else settings.stt_backend
