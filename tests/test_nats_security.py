@@ -545,6 +545,21 @@ def test_missing_files_name_the_variable(tmp_path: Path) -> None:
         assert f"{name}: no such file {missing!r}" in _config_error(**{name.lower(): missing})
 
 
+def test_a_secret_pasted_where_a_path_belongs_is_named_never_echoed(m: Material) -> None:
+    creds = Path(m.creds_file).read_text()
+    pem = Path(m.client_key).read_text()
+    for name, value, looks in (
+        ("nats_nkey_seed_file", m.user_seed, "an NKey seed"),
+        ("nats_creds_file", creds, "a .creds file's contents"),
+        ("nats_tls_ca_file", pem, "a PEM block"),
+        ("nats_tls_cert_file", pem, "a PEM block"),
+    ):
+        extra = {"nats_tls_key_file": m.client_key} if name == "nats_tls_cert_file" else {}
+        text = _config_error(**{name: value}, **extra)
+        assert f"{name.upper()}: the value looks like {looks}, not a path" in text, text
+        assert value.strip()[:12] not in text and value.strip()[-12:] not in text, text
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_file_names_the_variable(m: Material, tmp_path: Path) -> None:
     path = tmp_path / "locked.creds"

@@ -114,9 +114,31 @@ def auth_methods(settings: NatsSettings) -> list[str]:
     return methods
 
 
+def _pasted(value: str) -> str | None:
+    """What a value given where a file's path belongs looks like, if it looks like a secret."""
+    text = value.strip()
+    if "-----BEGIN" in text or "BEGIN NATS USER JWT" in text:
+        return "a .creds file's contents" if "NATS USER JWT" in text else "a PEM block"
+    if len(text) >= 50 and text[:1] == "S" and text[1:2] in "UAOCNXP" and text.isalnum():
+        return "an NKey seed"
+    if "\n" in text or len(text) > 1024:
+        return "a file's contents"
+    return None
+
+
 def _read(var: str, path: str) -> str:
+    pasted = _pasted(path)
+    if pasted is not None:  # never echo it: it is the secret itself
+        raise ValueError(
+            f"{var}: the value looks like {pasted}, not a path: put it in a file and give "
+            "the file's path"
+        )
     p = Path(path).expanduser()
-    if not p.is_file():
+    try:
+        found = p.is_file()
+    except OSError:
+        found = False
+    if not found:
         raise ValueError(f"{var}: no such file {path!r}")
     try:
         return p.read_text(errors="replace")
