@@ -545,6 +545,13 @@ def test_missing_files_name_the_variable(tmp_path: Path) -> None:
         assert f"{name}: no such file {missing!r}" in _config_error(**{name.lower(): missing})
 
 
+def test_a_url_that_is_not_a_nats_url_stops_start_up() -> None:
+    text = _config_error(nats_url=f"http://alice:{PASSWORD}@127.0.0.1:4222")
+    assert "NATS_URL: 'http://alice:***@127.0.0.1:4222' is not a NATS server URL" in text, text
+    assert PASSWORD not in text
+    load_settings(nats_url="tls://a:4222,nats://b:4222,c:4222")  # all three accepted
+
+
 def test_a_secret_pasted_where_a_path_belongs_is_named_never_echoed(m: Material) -> None:
     creds = Path(m.creds_file).read_text()
     pem = Path(m.client_key).read_text()

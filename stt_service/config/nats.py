@@ -148,6 +148,13 @@ def _read(var: str, path: str) -> str:
 
 def check_security(settings: NatsSettings) -> None:
     """Raise ``ValueError`` (one line naming the variable) for incomplete or unusable settings."""
+    for u in server_urls(settings.nats_url):
+        scheme = u.partition("://")[0].lower()
+        if scheme not in ("nats", "tls", "ws", "wss"):
+            raise ValueError(
+                f"NATS_URL: {redact_url(u)!r} is not a NATS server URL "
+                "(nats://, tls://, ws:// or wss://host:port)"
+            )
     contents = {
         name: _read(name.upper(), getattr(settings, name))
         for name in _FILES
