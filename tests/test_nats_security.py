@@ -655,7 +655,7 @@ def test_options_for_each_method(m: Material) -> None:
 
 def _traced(tmp_path: Path, conf: str) -> tuple[str, Path]:
     """``conf`` with the server tracing every protocol line to a log file."""
-    log = tmp_path / f"trace-{free_port()}.log"
+    log = tmp_path / "trace.log"
     return f'{conf}log_file: "{log}"\ntrace: true\ndebug: true\n', log
 
 

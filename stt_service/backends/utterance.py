@@ -125,17 +125,14 @@ class UtteranceStream:
     def _on_speculation(
         self, utterance: int, samples: int, fut: asyncio.Future[Decoded | None]
     ) -> None:
-        if fut.cancelled():
+        # only while it is current: the same utterance, and nothing spoken since
+        if fut.cancelled() or utterance != self._utterance or samples != self._samples:
             return
         if fut.exception() is not None:
             # no words for the turn decision (it must not wait for them); the final reports
             # the failure itself
-            if utterance == self._utterance:
-                self._events.put_nowait(EndpointHint(utterance, None))
-            return
-        res = fut.result()
-        # still the same utterance, and nothing spoken since: the hint is current
-        if res is not None and utterance == self._utterance and samples == self._samples:
+            self._events.put_nowait(EndpointHint(utterance, None))
+        elif (res := fut.result()) is not None:
             self._events.put_nowait(EndpointHint(utterance, res.text))
 
     def configure(self, params: StreamParams) -> None:

@@ -90,7 +90,6 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace) -> int:
-
     from ..backends import make_recognizer
     from ..bus.embedded import EmbeddedNats
     from ..runner.serve import inlet_for

@@ -53,7 +53,6 @@ async def web_demo(
     settings_for: Callable[[str], Settings],
 ) -> int:
     """The whole service and the page on this machine (embedded NATS unless ``nats_url``)."""
-
     from ..backends import make_recognizer
     from ..runner.serve import inlet_for
     from ..runner.worker import Worker

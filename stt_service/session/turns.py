@@ -305,7 +305,7 @@ class TurnDecision:
 
     def retaken(self, utterance: int) -> list[Action]:
         """The question to ask now that a verdict or the words left the turn open, if the pause
-        already passed the next one (:meth:`TurnJudge.retake`)."""
+        already passed the last one (:meth:`TurnJudge.retake`)."""
         return [self.ask(utterance)] if self.judge.retake() else []
 
     def announce(self) -> bool:
