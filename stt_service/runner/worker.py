@@ -235,13 +235,14 @@ class Worker:
                 and await self._backlogged(live, now)
             ):
                 return
-            heard = live.session.queued
             if not await self._feed(live, parsed, now):
                 return
             self.models.handled(live)  # (an end, say, decides the earlier chunks' frames)
             if isinstance(parsed, Chunk):
                 self.tel.chunks_received += 1
-                self.tel.audio_received += (live.session.queued - heard) / 16000
+                # the chunk's own length: frames still short of whole, or taken early by an
+                # end of turn between chunks, count at once
+                self.tel.audio_received += live.session.intake.samples_of(parsed.pcm) / 16000
                 self.stats.chunk_handling.add(time.perf_counter() - began)
                 if parsed.timestamp is not None:
                     if live.session.awaiting_voice:  # handled once the voice batcher decided it
