@@ -33,7 +33,11 @@ from stt_service.commands.client import (
     stream_audio,
     word_error_rate,
 )
+from stt_service.config import load_settings
 from stt_service.jetstream import partition_owners
+from stt_service.jetstream.outbox import Outbox
+from stt_service.jetstream.replay import ReplayTracker, SessionReplay
+from stt_service.jetstream.streams import JetStreamState
 from stt_service.protocol import encode
 
 from .speech import joined, utterance, utterances
@@ -412,6 +416,47 @@ async def test_sessions_continue_through_a_nats_server_restart(
             # audio that stopped for longer than STT_CHUNK_TIMEOUT ends an utterance (the
             # contract), so the outage may split the second one; every word is still there once
             check_words(collector.results(sid), sid, pair)
+
+
+async def test_results_the_server_never_read_go_out_again_after_it_restarts(
+    js_server: JetStreamServer,
+) -> None:
+    """A publish the server had not read when it went down is lost on the socket; after the
+    reconnect the results stream tells how far the server got, and the rest goes out again,
+    before anything newer. (The message "lost on the socket" is one never written.)"""
+    settings = load_settings(nats_url=js_server.url, stt_mode="jetstream")
+    nc = await nats.connect(js_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        outbox = Outbox(nc, await JetStreamState.open(nc, settings))
+        subject = f"{settings.stt_output_subject}.js-outbox"
+        st = SessionReplay(0, ReplayTracker(8000))
+        received = [(subject, encode({"type": "transcript", "sequence": i}), {}) for i in (0, 1)]
+        lost = (subject, encode({"type": "transcript", "sequence": 2}), {})
+        for item in received:
+            await nc.publish(item[0], item[1])
+        st.sent = [*received, lost]
+        await nc.flush()
+        js_server.stop()
+        await asyncio.sleep(0.5)
+        newer = (subject, encode({"type": "transcript", "sequence": 3}), {})
+        st.held.append(newer)  # published during the outage: held
+        js_server.start()
+        for _ in range(100):
+            if nc.is_connected and outbox.reconnected:
+                break
+            await asyncio.sleep(0.1)
+        assert outbox.reconnected
+        await outbox.recover([st])
+        assert st.held == [lost, newer] and st.sent == [] and outbox.resent == 1
+        assert not outbox.reconnected
+        assert await outbox.release(st, "js-outbox", lambda: True) == 2
+        assert st.sent == [lost, newer]
+        await outbox.confirm([st])
+        assert st.sent == []  # a round trip: the server has them
+        stored = await outbox.jsx.last_result(subject)
+        assert stored == newer[1]
+    finally:
+        await nc.close()
 
 
 async def test_jetstream_mode_says_what_the_server_lacks() -> None:

@@ -13,44 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from ..protocol import encode
 from ..runner.inlet import Live, Runner
 from ..session import Session
+from .checkpoints import store_checkpoints
 from .leases import Leases
-from .replay import CHECKPOINT_HEADER, ReplayTracker, SessionReplay, encode_checkpoint
-from .streams import FLOOR_RENEW_S, JetStreamState
+from .outbox import Outbox
+from .replay import (
+    CHECKPOINT_HEADER,
+    Partition,
+    ReplayTracker,
+    SessionReplay,
+    encode_checkpoint,
+)
+from .streams import JetStreamState
 
 log = logging.getLogger(__name__)
 REPLAY_LAG = 8000  # samples of silence a replay starts before the next utterance (0.5 s)
-CHECKPOINT_EVERY_S = 5.0  # a session's replay point is stored at most this often (and with
-# every message it publishes): a replay is at most this much longer, the writes 5x fewer
 
 
 def _st(live: Live) -> SessionReplay:
     st: SessionReplay = live.tag
     return st
-
-
-@dataclass(eq=False)
-class _Partition:
-    k: int
-    sub: Subscription | None = None
-    last_seq: int = 0  # last inbound message seen
-    floor: int = 0  # last floor stored
-    floor_at: float = 0.0
-    # sessions not open here: their checkpoint (None: none stored), read once
-    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    closing: dict[str, Live] = field(default_factory=dict)  # until the close is recorded
-    releasing: bool = False  # being given up: no more messages are taken
 
 
 class JetStreamInlet:
@@ -63,8 +55,9 @@ class JetStreamInlet:
         self._r: Runner | None = None
         self.jsx: JetStreamState | None = None
         self.leases: Leases | None = None
-        self._parts: dict[int, _Partition] = {}
+        self._parts: dict[int, Partition] = {}
         self._ckpt_task: asyncio.Task[None] | None = None
+        self._outbox: Outbox | None = None
         self._abandoning: set[asyncio.Task[None]] = set()  # and partitions dropped
 
     @property
@@ -84,6 +77,7 @@ class JetStreamInlet:
         )
         settings = runner.settings
         self.jsx = await JetStreamState.open(runner.nc, settings)
+        self._outbox = Outbox(runner.nc, self.jsx)
         self.leases = Leases(
             self.jsx.leases,
             settings.stt_js_partitions,
@@ -151,7 +145,7 @@ class JetStreamInlet:
         if floor is None:  # never served (or idle past the state's lifetime): start now
             floor = await self.jsx.next_seq()
             await self.jsx.put_floor(k, floor)
-        part = _Partition(k, last_seq=floor - 1, floor=floor, floor_at=time.monotonic())
+        part = Partition(k, last_seq=floor - 1, floor=floor, floor_at=time.monotonic())
         self._parts[k] = part
 
         async def on_msg(msg: Msg) -> None:
@@ -212,7 +206,7 @@ class JetStreamInlet:
                     "handed over" if handoff else "left to the new owner",
                 )
 
-    def _partition_lives(self, part: _Partition) -> list[Live]:
+    def _partition_lives(self, part: Partition) -> list[Live]:
         lives = [live for live in self.r.sessions.values() if _st(live).partition == part.k]
         return lives + [live for live in part.closing.values() if not live.abandoned]
 
@@ -222,6 +216,7 @@ class JetStreamInlet:
         live.abandoned = True
         if live.tag is not None:
             _st(live).held.clear()
+            _st(live).sent.clear()
         if self.r.sessions.get(live.session.id) is live:
             del self.r.sessions[live.session.id]
         if live.pump is not None:
@@ -234,7 +229,7 @@ class JetStreamInlet:
         task.add_done_callback(self._abandoning.discard)
 
     # --- inbound --------------------------------------------------------------------------------
-    async def _on_message(self, part: _Partition, msg: Msg) -> None:
+    async def _on_message(self, part: Partition, msg: Msg) -> None:
         if self._parts.get(part.k) is not part or part.releasing:
             return  # being given up
         seq = msg.metadata.sequence.stream
@@ -300,7 +295,7 @@ class JetStreamInlet:
     def replaying(self, live: Live) -> bool:
         return live.tag is not None and _st(live).replaying
 
-    async def _resume(self, part: _Partition, sid: str, seq: int) -> Live | bool | None:
+    async def _resume(self, part: Partition, sid: str, seq: int) -> Live | bool | None:
         """The first message here of a session not open here: its checkpoint decides whether the
         message was handled before (False: skip it), or the session goes on from its checkpoint
         (the restored session), or it is new (None). Raises when the checkpoint cannot be read."""
@@ -347,11 +342,15 @@ class JetStreamInlet:
     def _may_publish(self, st: SessionReplay) -> bool:
         """A session's results go out only while its partition's lease is surely ours, and
         through a live connection (a reconnecting client would send them late, after a new
-        owner may have published them again)."""
+        owner may have published them again), once what the server missed is known (.outbox)."""
         assert self.r.nc is not None
         if self.leases is None or st.partition < 0:
             return True
-        return self.r.nc.is_connected and self.leases.fresh(st.partition)
+        outbox_ready = self._outbox is None or not self._outbox.reconnected
+        return self.r.nc.is_connected and self.leases.fresh(st.partition) and outbox_ready
+
+    def _can_publish(self, live: Live) -> bool:
+        return not live.abandoned and self._may_publish(_st(live))
 
     async def send(self, subject: str, message: dict[str, Any], live: Live | None) -> bool:
         nc = self.r.nc
@@ -368,28 +367,33 @@ class JetStreamInlet:
             # fenced: another replica may own this session by now and publish it itself
             st.held.append((subject, encode(message), headers))
             return False
-        await nc.publish(subject, encode(message), headers=headers)
+        data = encode(message)
+        await nc.publish(subject, data, headers=headers)
+        st.sent.append((subject, data, headers))
         st.persisted, st.persisted_at = st.replay_seq, time.monotonic()
         return True
 
-    async def _release_held(self) -> None:
-        """After a renewal: publish, in order, what was held while the lease was in doubt."""
-        nc = self.r.nc
-        assert nc is not None
+    def _lives(self) -> list[Live]:
+        """The sessions this replica publishes for: those open and those closing."""
         closing = [live for part in self._parts.values() for live in part.closing.values()]
-        for live in [*self.r.sessions.values(), *closing]:
+        return [live for live in (*self.r.sessions.values(), *closing) if not live.abandoned]
+
+    async def _release_held(self) -> None:
+        """After a renewal: publish, in order, what was held while the lease was in doubt; first
+        what the server never received, if it went away (.outbox)."""
+        assert self._outbox is not None
+        lives = self._lives()
+        try:
+            await self._outbox.recover(_st(live) for live in lives)
+        except Exception as exc:
+            log.warning("could not look up the results stream: %s", exc)
+        for live in lives:
             st = _st(live)
-            while st.held and not live.abandoned and self._may_publish(st):
-                subject, data, headers = st.held.pop(0)
-                try:
-                    await nc.publish(subject, data, headers=headers)
-                    self.r.stats.published += 1
-                except Exception as exc:
-                    st.held.insert(0, (subject, data, headers))
-                    log.warning("session %s: results still held: %s", live.session.id, exc)
-                    break
-                if not st.held:
-                    st.persisted, st.persisted_at = st.replay_seq, time.monotonic()
+            had = bool(st.held)
+            may = functools.partial(self._can_publish, live)
+            self.r.stats.published += await self._outbox.release(st, live.session.id, may)
+            if had and not st.held:
+                st.persisted, st.persisted_at = st.replay_seq, time.monotonic()
 
     def closing(self, live: Live) -> None:
         part = self._parts.get(_st(live).partition)
@@ -419,45 +423,20 @@ class JetStreamInlet:
         return _st(live).checkpoint(live.session.progress())
 
     async def _checkpoint_loop(self) -> None:
-        """Each second: store the replay point of the sessions that moved on (each at most every
-        CHECKPOINT_EVERY_S), then each partition's floor (the oldest stored replay point of its
-        sessions), so replays stay short and the stream's audio can age out."""
+        """Each second: confirm what was published, then store the checkpoints and floors that
+        are due (.checkpoints)."""
         while True:
             await asyncio.sleep(1.0)
             try:
-                await self._store_checkpoints()
+                if self._outbox is not None:  # what was published in the last second arrived
+                    await self._outbox.confirm(_st(live) for live in self._lives())
+                assert self.jsx is not None
+                await store_checkpoints(
+                    self.jsx,
+                    self.r.sessions.values(),
+                    self._parts,
+                    self._partition_lives,
+                    self._checkpoint,
+                )
             except Exception as exc:
                 log.warning("could not store checkpoints: %s", str(exc) or type(exc).__name__)
-
-    async def _store_checkpoints(self) -> None:
-        assert self.jsx is not None
-        jsx = self.jsx
-        due = time.monotonic() - CHECKPOINT_EVERY_S
-        moved = []
-        for live in list(self.r.sessions.values()):
-            st = _st(live)
-            part = self._parts.get(st.partition)
-            if part is None or part.releasing:
-                continue
-            if st.replay_seq > st.persisted and st.persisted_at <= due:
-                moved.append(live)
-
-        async def store(live: Live) -> None:
-            st = _st(live)
-            replay = st.replay_seq
-            if live.abandoned:
-                return
-            await jsx.put_checkpoint(live.session.id, self._checkpoint(live))
-            st.persisted = max(st.persisted, replay)
-            st.persisted_at = time.monotonic()
-
-        await asyncio.gather(*(store(live) for live in moved))
-        now = time.monotonic()
-        for k, part in list(self._parts.items()):
-            lives = self._partition_lives(part)
-            floor = min((_st(live).persisted for live in lives), default=part.last_seq + 1)
-            if floor != part.floor or now - part.floor_at > FLOOR_RENEW_S:
-                if self._parts.get(k) is not part or part.releasing:
-                    continue  # given up meanwhile: its hand-over wrote the floor
-                await jsx.put_floor(k, floor)
-                part.floor, part.floor_at = floor, now

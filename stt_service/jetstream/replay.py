@@ -8,9 +8,14 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..session import Progress, Session, Snapshot
+
+if TYPE_CHECKING:
+    from nats.aio.subscription import Subscription
+
+    from ..runner.inlet import Live
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,21 @@ class ReplayTracker:
 
 
 @dataclass(eq=False)
+class Partition:
+    """A partition this replica leases: its consumer, floor and the sessions it closes."""
+
+    k: int
+    sub: Subscription | None = None
+    last_seq: int = 0  # last inbound message seen
+    floor: int = 0  # last floor stored
+    floor_at: float = 0.0
+    # sessions not open here: their checkpoint (None: none stored), read once
+    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    closing: dict[str, Live] = field(default_factory=dict)  # until the close is recorded
+    releasing: bool = False  # being given up: no more messages are taken
+
+
+@dataclass(eq=False)
 class SessionReplay:
     """A session's partition and replay point: the stream sequence of the first inbound message a
     replay would start at, and the session's state just before it."""
@@ -81,6 +101,8 @@ class SessionReplay:
     # results not published yet because this replica's lease on the partition was in doubt
     # (NATS unreachable, renewal late): sent in order once it is renewed, dropped if it is lost
     held: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
+    # results published since the last round trip to the server (see .outbox)
+    sent: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
 
     @classmethod
     def resumed(

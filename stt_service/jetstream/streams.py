@@ -158,6 +158,13 @@ class JetStreamState:
         found = [c for c in (stored, published) if c is not None]
         return max(found, key=lambda c: int(c["v"])) if found else None
 
+    async def last_result(self, subject: str) -> bytes | None:
+        """The last message published on a session's results subject, as the server stored it."""
+        with contextlib.suppress(NotFoundError):
+            msg = await self.js.get_last_msg(self.layout.results, subject, direct=True)
+            return bytes(msg.data or b"")
+        return None
+
     async def put_checkpoint(self, session_id: str, ckpt: Mapping[str, Any]) -> None:
         await self.state.put(f"s.{session_id}", encode_checkpoint(ckpt).encode())
 
