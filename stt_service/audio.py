@@ -22,9 +22,11 @@ EMPTY = np.zeros(0, dtype=np.int16)
 
 
 class AudioNormalizer:
-    """Stateful converter for one session's audio stream."""
+    """Stateful converter for one session's audio stream. ``quality`` is soxr's: "HQ" holds
+    about 60 ms back inside its filter (for the recognizer); "QQ" (cubic) holds none, for a
+    signal that must be on time rather than clean (the echo reference)."""
 
-    def __init__(self, sample_rate: int, channels: int) -> None:
+    def __init__(self, sample_rate: int, channels: int, quality: str = "HQ") -> None:
         self.sample_rate = sample_rate
         self.channels = channels
         self._frame_bytes = 2 * channels
@@ -32,7 +34,7 @@ class AudioNormalizer:
         self._resampler = (
             None
             if sample_rate == TARGET_RATE
-            else soxr.ResampleStream(sample_rate, TARGET_RATE, 1, dtype="int16", quality="HQ")
+            else soxr.ResampleStream(sample_rate, TARGET_RATE, 1, dtype="int16", quality=quality)
         )
 
     def push(self, pcm: bytes) -> Int16Array:

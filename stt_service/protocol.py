@@ -31,6 +31,7 @@ class Code:
     SESSION_ID_MISMATCH = "session_id_mismatch"
     INVALID_AUDIO = "invalid_audio"
     CHUNK_TOO_LARGE = "chunk_too_large"
+    PLAYBACK_RESYNC = "playback_resync"
     TOO_MANY_SESSIONS = "too_many_sessions"
     SESSION_IDLE_TIMEOUT = "session_idle_timeout"
     SESSION_TOO_LONG = "session_too_long"
@@ -84,6 +85,16 @@ class Chunk(_Inbound):
     pcm: bytes = b""
 
 
+class Playback(_Inbound):
+    """What the agent is playing to the user now: the echo reference (PCM16 mono)."""
+
+    type: Literal["playback"] = "playback"
+    audio_b64: str | None = None
+    audio: bytes | None = None
+    sample_rate: Annotated[int, Field(ge=8000, le=48000)] | None = None  # None: the session's
+    pcm: bytes = b""
+
+
 class StateChange(_Inbound):
     type: Literal["state_change"] = "state_change"
     state: State
@@ -105,11 +116,12 @@ class End(_Inbound):
     type: Literal["end"] = "end"
 
 
-Inbound = Start | Chunk | StateChange | Configure | Finalize | End
+Inbound = Start | Chunk | Playback | StateChange | Configure | Finalize | End
 
 _MODELS: dict[str, type[_Inbound]] = {
     "start": Start,
     "chunk": Chunk,
+    "playback": Playback,
     "state_change": StateChange,
     "configure": Configure,
     "finalize": Finalize,
@@ -175,15 +187,18 @@ def parse_inbound(data: bytes, session_id: str, max_chunk_bytes: int) -> Inbound
             f"session_id {msg.session_id[:40]!r} does not match the subject's {session_id!r}",
         )
     if isinstance(msg, Chunk):
-        return _decode_chunk(msg, max_chunk_bytes)
+        return _decode_audio(msg, max_chunk_bytes)
+    if isinstance(msg, Playback):
+        return _decode_audio(msg, max_chunk_bytes)
     return msg  # type: ignore[return-value]
 
 
-def _decode_chunk(msg: Chunk, max_chunk_bytes: int) -> Chunk | ProtocolError:
+def _decode_audio[M: (Chunk, Playback)](msg: M, max_chunk_bytes: int) -> M | ProtocolError:
+    """A chunk's or a playback's PCM, from whichever of its two fields holds it."""
     if (msg.audio is None) == (msg.audio_b64 is None):
         return ProtocolError(
             Code.INVALID_FIELD,
-            "chunk: give exactly one of 'audio_b64' (base64 str) or 'audio' (bin)",
+            f"{msg.type}: give exactly one of 'audio_b64' (base64 str) or 'audio' (bin)",
         )
     if msg.audio is not None:
         pcm = msg.audio
@@ -191,22 +206,22 @@ def _decode_chunk(msg: Chunk, max_chunk_bytes: int) -> Chunk | ProtocolError:
         assert msg.audio_b64 is not None
         # base64 is 4/3 the size: refuse oversize payloads before decoding them
         if len(msg.audio_b64) > (max_chunk_bytes * 4) // 3 + 4:
-            return _too_large(len(msg.audio_b64) * 3 // 4, max_chunk_bytes)
+            return _too_large(msg.type, len(msg.audio_b64) * 3 // 4, max_chunk_bytes)
         try:
             pcm = base64.b64decode(msg.audio_b64, validate=True)
         except (binascii.Error, ValueError) as exc:
             return ProtocolError(
-                Code.INVALID_AUDIO, f"chunk: audio_b64 is not valid base64 ({exc})"
+                Code.INVALID_AUDIO, f"{msg.type}: audio_b64 is not valid base64 ({exc})"
             )
     if len(pcm) > max_chunk_bytes:
-        return _too_large(len(pcm), max_chunk_bytes)
+        return _too_large(msg.type, len(pcm), max_chunk_bytes)
     return msg.model_copy(update={"pcm": pcm, "audio": None, "audio_b64": None})
 
 
-def _too_large(size: int, limit: int) -> ProtocolError:
+def _too_large(kind: str, size: int, limit: int) -> ProtocolError:
     return ProtocolError(
         Code.CHUNK_TOO_LARGE,
-        f"chunk: {size} bytes of audio is over the limit of {limit} (STT_MAX_CHUNK_BYTES); "
+        f"{kind}: {size} bytes of audio is over the limit of {limit} (STT_MAX_CHUNK_BYTES); "
         "send smaller chunks (100 ms is typical)",
     )
 
@@ -271,14 +286,19 @@ def transcript_message(
 
 
 def interrupt_message(
-    *, session_id: str, timestamp: float, speaker_id: str | None
+    *, session_id: str, timestamp: float, speaker_id: str | None, echo_cancelled: bool = False
 ) -> dict[str, Any]:
-    return {
+    """``echo_cancelled``: the agent's playback was audible when the speech began, and the
+    interrupt was decided on the microphone with its echo cancelled (sent only then)."""
+    message: dict[str, Any] = {
         "session_id": session_id,
         "type": "interrupt",
         "timestamp": timestamp,
         "speaker_id": speaker_id,
     }
+    if echo_cancelled:
+        message["echo_cancelled"] = True
+    return message
 
 
 def interrupt_cancelled_message(

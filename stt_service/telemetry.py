@@ -261,6 +261,24 @@ class Telemetry:
                 description="calls of Silero's network (one for many sessions' frames)",
             ),
         ]
+        # echo cancellation (sessions that send ``playback``), read at export (plain totals)
+        self.playback_received = 0.0
+        self.echo_suppressed = 0
+        self.echo = [
+            m.create_observable_counter(
+                "stt.playback.received",
+                [lambda _: [Observation(self.playback_received, self.attrs)]],
+                unit="s",
+                description="seconds of the agent's playback received as the echo reference",
+            ),
+            m.create_observable_counter(
+                "stt.echo.suppressed",
+                [lambda _: [Observation(self.echo_suppressed, self.attrs)]],
+                unit="{frame}",
+                description="32 ms frames the voice detector called speech that the agent's "
+                "playback explained (residual echo): neither barge-in nor a transcript",
+            ),
+        ]
         self.resumed = m.create_counter(
             "stt.sessions.resumed",
             unit="{session}",
@@ -415,6 +433,16 @@ class SessionTrace:
         del self._utterances[index]
         for stretch in [u for u, turn in self._turns.items() if turn == index]:
             del self._turns[stretch]
+
+    def echo(self, playback_s: float, suppressed_frames: int) -> None:
+        """The session sent the agent's playback: echo cancellation ran."""
+        self.span.set_attributes(
+            {
+                "stt.echo_cancelled": True,
+                "stt.playback_seconds": round(playback_s, 3),
+                "stt.echo_suppressed_frames": suppressed_frames,
+            }
+        )
 
     def close(self, reason: str, audio_s: float, transcripts: int, interrupts: int) -> None:
         decodes = [self._decode(i, span) for i, span in self._utterances.items()]

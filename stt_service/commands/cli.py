@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="listening",
         help="initial session state (responding: speech barges in)",
     )
+    sp.add_argument(
+        "--playback",
+        default=None,
+        metavar="WAV",
+        help="mono WAV of what the agent plays meanwhile, sent as the echo reference",
+    )
     sp.add_argument("--session-prefix", default=None, help="session id prefix")
     sp.add_argument("--wait", type=float, default=30.0, help="max seconds to wait for results")
     sp.add_argument("--quiet-partials", action="store_true", help="print finals only")

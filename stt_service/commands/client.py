@@ -135,11 +135,15 @@ async def stream_audio(
     progress: Callable[[float], None] | None = None,
     extra_start: dict[str, Any] | None = None,
     timing: StreamTiming | None = None,
+    playback: WavAudio | None = None,
 ) -> StreamTiming:
     """Publish ``start``, the audio in ``chunk_ms`` chunks at ``speed`` x real time, then ``end``.
 
     ``speed=0`` sends as fast as possible. ``loop`` repeats the audio; ``duration`` stops after
     that many seconds of audio (the file's length by default, or forever with ``loop``).
+    ``playback`` (mono): what the agent plays meanwhile, from the first chunk on, sent as the
+    echo reference: each ``chunk_ms`` of it as a ``playback`` just before the microphone chunk
+    recorded while it played (as a client sends it when it starts playing it).
     """
     subject = f"{input_subject}.{session_id}"
     timing = timing or StreamTiming()
@@ -174,6 +178,8 @@ async def stream_audio(
         if limit is not None:  # do not overshoot the duration
             room = round((limit - sent_s) * bytes_per_s)
             piece = piece[: max(2 * audio.channels, room - room % (2 * audio.channels))]
+        if playback is not None:
+            await _send_playback(nc, subject, playback, sent_s, len(piece) / bytes_per_s, raw)
         i += len(piece)
         msg: dict[str, Any] = {"type": "chunk", "timestamp": time.time()}
         if raw:
@@ -193,6 +199,23 @@ async def stream_audio(
         await nc.publish(subject, msgpack.packb({"type": "end"}))
     await nc.flush()
     return timing
+
+
+async def _send_playback(
+    nc: NATS, subject: str, playback: WavAudio, at_s: float, seconds: float, raw: bool
+) -> None:
+    """The agent's playback from ``at_s`` for ``seconds`` (nothing once it has ended)."""
+    rate = playback.sample_rate
+    lo, hi = round(at_s * rate) * 2, round((at_s + seconds) * rate) * 2
+    piece = playback.pcm[lo:hi]
+    if not piece:
+        return
+    msg: dict[str, Any] = {"type": "playback", "sample_rate": rate}
+    if raw:
+        msg["audio"] = piece
+    else:
+        msg["audio_b64"] = base64.b64encode(piece).decode()
+    await nc.publish(subject, msgpack.packb(msg, use_bin_type=True))
 
 
 _MR = re.compile(r"\bmr\b")
@@ -246,7 +269,8 @@ def format_message(m: dict[str, Any], latency_ms: float | None = None) -> str:
         return f"… {text}{event}"
     if kind == "interrupt":
         who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
-        return f"⚡ interrupt{who}: user barged in, state -> listening"
+        over = " over the agent's playback (echo cancelled)" if m.get("echo_cancelled") else ""
+        return f"⚡ interrupt{who}: user barged in{over}, state -> listening"
     if kind == "interrupt_cancelled":
         who = f" (speaker {m['speaker_id']})" if m.get("speaker_id") else ""
         why = {

@@ -33,6 +33,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     mic = None
     audio = None
     try:
+        args.playback_audio = None if args.playback is None else read_wav(args.playback)
+        if args.playback_audio is not None and args.playback_audio.channels != 1:
+            raise ValueError(f"{args.playback}: the playback must be mono")
         if args.mic:
             from .mic import Microphone
 
@@ -140,6 +143,7 @@ async def _send(args: argparse.Namespace, audio: Any, mic: Any = None) -> int:
             duration=duration,
             progress=progress if i == 0 else None,
             timing=timings[sid],
+            playback=args.playback_audio,
         )
 
     tasks = [one(i, sid) for i, sid in enumerate(ids)]

@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 from ..backends.base import RecognitionError, Recognizer
 from ..bus.natsconn import connect_nats
 from ..config import Settings
-from ..protocol import Chunk, Code, ProtocolError, error_message, parse_inbound
+from ..protocol import Chunk, Code, Playback, ProtocolError, error_message, parse_inbound
 from ..session import (
     TICK,
     Action,
@@ -249,6 +249,9 @@ class Worker:
                         live.voice_due.append(parsed.timestamp)
                     else:
                         self.stats.chunk_lag.add(time.time() - parsed.timestamp)
+            elif isinstance(parsed, Playback):
+                rate = parsed.sample_rate or live.session.intake.normalizer.sample_rate
+                self.tel.playback_received += len(parsed.pcm) / (2 * rate)
         except Exception:
             log.exception("session %s: internal error handling a message", sid)
             await self._reply_error(
@@ -373,13 +376,21 @@ class Worker:
         self.stats.interrupts += live.session.interrupts
         self.stats.cancelled_interrupts += live.session.cancelled_interrupts
         s = live.session
+        echo = s.intake.echo
+        if echo is not None:
+            self.tel.echo_suppressed += echo.suppressed_frames
+            live.trace.echo(echo.reference.received_s, echo.suppressed_frames)
         live.trace.close(live.close_reason, s.samples_heard / 16000, s.sequence, s.interrupts)
         log.info(
-            "session %s closed: %.1f s audio, %d transcripts, %d interrupts",
+            "session %s closed: %.1f s audio, %d transcripts, %d interrupts%s",
             s.id,
             s.samples_heard / 16000,
             s.sequence,
             s.interrupts,
+            ""
+            if echo is None
+            else f"; echo cancelled: {echo.reference.received_s:.1f} s of playback, "
+            f"{echo.suppressed_frames} voiced frames it explained",
         )
 
     # --- the recognizer's results, the clock ---------------------------------------------------

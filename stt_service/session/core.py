@@ -39,6 +39,7 @@ from ..protocol import (
     End,
     Finalize,
     Inbound,
+    Playback,
     Start,
     State,
     StateChange,
@@ -149,13 +150,8 @@ class Session:
 
     @property
     def unheard(self) -> int:
-        """16 kHz samples received and not yet through the voice detector (about: a queued
-        'start' may change the rate)."""
+        """16 kHz samples received, not yet through the voice detector (about: see ``Inbox``)."""
         return self.intake.queued - self.intake.heard + self._inbox.samples
-
-    @property
-    def chunks(self) -> int:
-        return self.intake.chunks
 
     @property
     def voice(self) -> VoiceDetector:
@@ -224,6 +220,11 @@ class Session:
                     log.info("session %s: first chunk without start; using defaults", self.id)
                 self.intake.push(msg.pcm, now)
                 return []
+            case Playback():
+                resynced = self.intake.playback(msg.pcm, msg.sample_rate, now)
+                return (
+                    [] if resynced is None else [self._error(Code.PLAYBACK_RESYNC, resynced, now)]
+                )
             case Start():
                 return self._on_start(msg, now)
             case StateChange():

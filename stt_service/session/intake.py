@@ -17,14 +17,19 @@ into, the voice detector that hears them, and two clocks:
 from __future__ import annotations
 
 import bisect
+import logging
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
 from ..audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
+from ..speech.echo import MAX_LEAD_S, VOICE_FROM_MIC, EchoCanceller
 from ..speech.vad import FrameInfo, VoiceDetector
 from .actions import Action, Measure
 from .config import SessionConfig
+
+log = logging.getLogger(__name__)
 
 
 class Intake:
@@ -42,6 +47,11 @@ class Intake:
         self.due_at = now
         # (samples queued after a chunk, when it arrived): when did a given sample reach us
         self._arrivals: deque[tuple[int, float]] = deque(maxlen=4096)
+        # the agent's playback taken back out of the microphone: from the first ``playback``
+        self.echo: EchoCanceller | None = None
+        self._mic = FrameSplitter(config.frame_samples)  # the microphone's own, echo and all
+        self._cancelled: deque[Int16Array] = deque()  # beside the detector's frames
+        self._mics: list[Int16Array] = []
 
     def set_format(self, sample_rate: int, channels: int) -> None:
         """The ``start``'s audio format (before any chunk)."""
@@ -52,25 +62,97 @@ class Intake:
         n = self.normalizer
         return len(pcm) // (2 * n.channels) * TARGET_RATE // n.sample_rate
 
+    def playback(self, pcm: bytes, sample_rate: int | None, now: float) -> str | None:
+        """A ``playback``: the echo reference (see :mod:`..speech.echo`). What to tell the
+        client (None: nothing) when it had to be resynchronised, too far ahead of the
+        microphone."""
+        if self.echo is None:
+            self.echo = EchoCanceller(self._received)
+            rest = self.splitter.take_rest()  # both streams start with what waits for a frame
+            self.splitter.push(rest)
+            self._mic.push(rest.copy())
+            log.info("echo reference: the first playback; echo cancellation on")
+        echo = self.echo
+        rate = sample_rate or self.normalizer.sample_rate
+        ahead = echo.reference.ahead_s(echo.received)
+        if not echo.reference.add(pcm, rate, echo.received, now):
+            return None
+        message = (
+            f"playback: the reference ran {ahead:.1f} s ahead of the microphone (over "
+            f"{MAX_LEAD_S:.0f} s); resynchronised: this playback is taken as playing now, the "
+            "earlier reference not yet played is dropped. Send playback as it is played"
+        )
+        log.warning("%s", message)
+        return message
+
+    @property
+    def _received(self) -> int:
+        """16 kHz samples out of the normaliser so far."""
+        return self.queued + self.splitter.pending
+
     def push(self, pcm: bytes, now: float) -> None:
         """A chunk: its whole frames go to the voice detector (:meth:`ready` takes them back)."""
         self.chunks += 1
         self.started = True
         n = self.normalizer
         self.due_at = max(self.due_at, now) + len(pcm) / (2 * n.channels * n.sample_rate)
-        frames = self.splitter.push(n.push(pcm))
+        x = n.push(pcm)
+        if self.echo is not None and self.chunks == 1:
+            # the chunk arrives as its audio ends: the microphone began one chunk earlier
+            self.echo.reference.first_chunk(now - x.size / TARGET_RATE)
+        frames = self._split(x)
         if frames:
             self.queued += sum(f.size for f in frames)
             self._arrivals.append((self.queued, now))
-        for frame in frames:
-            self.detector.push(frame)
+        self._detect(frames)
+
+    def _split(self, x: Int16Array, last: bool = False) -> list[Int16Array]:
+        """Whole frames of ``x`` (cancelled, with echo cancellation on; ``last``: the stream
+        ends, its last short frame too)."""
+        mics: list[Int16Array] = []
+        if self.echo is not None:
+            x, mic = self.echo.push(x)
+            if last:
+                rest = self.echo.flush()
+                x, mic = np.concatenate([x, rest]), np.concatenate([mic, rest])
+            mics = self._mic.push(mic)
+            if last and (f := self._mic.flush()) is not None:
+                mics.append(f)
+        frames = self.splitter.push(x)
+        if last and (f := self.splitter.flush()) is not None:
+            frames.append(f)
+        self._mics = mics
+        return frames
+
+    def _detect(self, frames: list[Int16Array]) -> None:
+        """The voice detector hears the frames (with echo cancellation on: the microphone's own
+        beside them, and :meth:`ready` hands the cancelled ones back)."""
+        if self.echo is None:
+            for frame in frames:
+                self.detector.push(frame)
+            return
+        for frame, mic in zip(frames, self._mics, strict=True):
+            self.detector.push(mic if VOICE_FROM_MIC else frame)
+            self._cancelled.append(frame)
 
     def ready(self, inline: bool) -> list[tuple[Int16Array, FrameInfo]]:
         """The frames whose verdict is known, oldest first; ``inline``: run the network for the
         waiting ones first (else the worker's batcher runs it for many sessions)."""
         if inline:
             self.detector.resolve_inline()
-        return self.detector.ready()
+        frames = self.detector.ready()
+        if self.echo is None:
+            return frames
+        at = self.heard  # the session takes these frames, in order, before it asks again
+        for i, (frame, info) in enumerate(frames):
+            if self._cancelled:
+                frame = self._cancelled.popleft()
+            if info.voiced and not self.echo.voice(at, frame.size):
+                info = replace(info, voiced=False)
+                self.echo.suppressed_frames += 1
+            frames[i] = (frame, info)
+            at += frame.size
+        return frames
 
     @property
     def waiting(self) -> bool:
@@ -89,6 +171,7 @@ class Intake:
         """The samples of a frame not yet whole, taken as they are (a backend that finds turns
         is told to end one: every sample heard goes first), and their first sample's index."""
         rest = self.splitter.take_rest()
+        self._mic.take_rest()
         offset = self.heard
         self.heard += rest.size
         self.queued += rest.size
@@ -97,13 +180,9 @@ class Intake:
     def drain(self) -> list[tuple[Int16Array, FrameInfo]]:
         """The session closes: everything received, a last short frame too, decided now."""
         if self.started:
-            frames = self.splitter.push(self.normalizer.flush())
-            last = self.splitter.flush()
-            if last is not None:
-                frames.append(last)
-            for frame in frames:
-                self.queued += frame.size
-                self.detector.push(frame)
+            frames = self._split(self.normalizer.flush(), last=True)
+            self.queued += sum(f.size for f in frames)
+            self._detect(frames)
         return self.ready(inline=True)
 
     def speaking(self, within_s: float) -> bool:

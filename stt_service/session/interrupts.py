@@ -168,8 +168,17 @@ class Interrupts:
             return actions, "listening"
         self.at = onset
         self.published += 1
+        echo = self._intake.echo
+        over_echo = echo is not None and echo.audible(onset)
+        if over_echo:
+            log.info(
+                "session %s: interrupt over the agent's playback (echo cancelled)", who.session_id
+            )
         message = interrupt_message(
-            session_id=who.session_id, timestamp=now, speaker_id=who.speaker_id
+            session_id=who.session_id,
+            timestamp=now,
+            speaker_id=who.speaker_id,
+            echo_cancelled=over_echo,
         )
         actions.append(Publish(message))
         return actions, "listening"
