@@ -13,11 +13,18 @@ PACKAGE = Path(stt_service.__file__).parent
 ROOT = PACKAGE.parent
 
 # each layer (a folder, or a module at the top) and the layers it may import
-BASE = {"stt_service", "stt_service.audio", "stt_service.protocol", "stt_service.config"}
+BASE = {
+    "stt_service",
+    "stt_service.audio",
+    "stt_service.protocol",
+    "stt_service.config",
+    "stt_service.floods",
+}
 MAY_IMPORT: dict[str, set[str]] = {
     "stt_service": set(),
     "stt_service.config": {"stt_service"},
     "stt_service.audio": {"stt_service"},
+    "stt_service.floods": {"stt_service"},
     "stt_service.protocol": {"stt_service", "stt_service.audio"},
     "stt_service.telemetry": BASE,
     "stt_service.speech": BASE,

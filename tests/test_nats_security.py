@@ -10,6 +10,7 @@ import base64
 import contextlib
 import http.server
 import json
+import logging
 import os
 import re
 import signal
@@ -717,3 +718,41 @@ def test_demo_against_a_secured_server_never_shows_the_password(
     assert "  NATS      nats://alice:***@127.0.0.1" in proc.stdout, proc.stdout
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 1 and "authorization violation" in errors[0], proc.stderr
+
+
+async def test_a_password_changed_on_the_server_is_one_line_not_two_a_second(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After the server's password changes, every reconnect (twice a second) is refused: the
+    log says so once, and counts the rest (it said it at every attempt, forever)."""
+    port = free_port()
+
+    def server(password: str) -> subprocess.Popen[bytes]:
+        path = tmp_path / f"nats-{password}.conf"
+        path.write_text(
+            f'listen: 127.0.0.1:{port}\nauthorization {{ user: alice, password: "{password}" }}\n'
+        )
+        proc = subprocess.Popen([find_nats_server(), "-c", str(path)], stderr=subprocess.DEVNULL)
+        wait_for_port("127.0.0.1", port, 10.0)
+        return proc
+
+    proc = server(PASSWORD)
+    settings = load_settings(
+        nats_url=f"nats://127.0.0.1:{port}", nats_user="alice", nats_password=PASSWORD
+    )
+    nc = await connect_nats(settings)
+    try:
+        with caplog.at_level(logging.WARNING, "stt_service.bus.natsconn"):
+            proc.terminate()
+            proc.wait(5)
+            proc = server("changed-" + PASSWORD)
+            for _ in range(80):  # 4 s: about 8 refused reconnects
+                await asyncio.sleep(0.05)
+        lines = [r.getMessage() for r in caplog.records if r.name == "stt_service.bus.natsconn"]
+        violations = [line for line in lines if "authorization violation" in line.lower()]
+        assert len(violations) == 1, lines
+        assert PASSWORD not in " ".join(lines)
+    finally:
+        await nc.close()
+        proc.terminate()
+        proc.wait(5)

@@ -29,9 +29,11 @@ from nats.aio.client import Client as NATS
 
 from ..config import NatsSettings
 from ..config.nats import auth_methods, redact_url, server_urls
+from ..floods import FloodLog
 from .natsauth import nats_options
 
 log = logging.getLogger(__name__)
+NATS_ERRORS_WINDOW_S = 60.0  # the same NATS error is logged once a minute, then counted
 
 
 class _QuietTlsEof(logging.Filter):
@@ -146,14 +148,15 @@ async def connect_nats(
     fatal: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     last_error: list[str] = []
     hung_up: list[str] = []
+    floods = FloodLog(log, window_s=NATS_ERRORS_WINDOW_S, first=1)
 
     def shutting_down() -> bool:
         return nc.is_closed or nc.is_draining
 
     async def on_error(exc: Exception) -> None:
         text = str(exc) or type(exc).__name__
-        if connected:
-            log.warning("NATS: %s", text)
+        if connected:  # (a password changed on the server: this at every reconnect, 2/s)
+            floods.warning(f"NATS errors ({text})", None, "NATS: %s", text)
             return
         # the first connection: the RuntimeError below tells what went wrong, in one line
         log.debug("NATS: first connection: %s", text)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from ..config import LimitSettings
+from ..floods import FloodLog
 from ..protocol import Code, End, Finalize, Inbound, Start
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,8 @@ class Refusal:
 
 
 class Limits:
-    def __init__(self, settings: LimitSettings) -> None:
+    def __init__(self, settings: LimitSettings, floods: FloodLog | None = None) -> None:
+        self.floods = floods or FloodLog(log)
         self.max_sessions = settings.stt_max_sessions
         self.max_buffered = settings.stt_max_buffered_audio_bytes
         self.keep_ended = settings.stt_session_idle_timeout
@@ -69,7 +71,7 @@ class Limits:
 
     def _refuse(self, sid: str, now: float, code: str, message: str) -> Refusal:
         if sid not in self._refused:
-            log.warning("session %s refused: %s", sid, code)
+            self.floods.warning(f"{code} refusals", sid, "session %s refused: %s", sid, code)
             if len(self._refused) > 10_000:
                 self._refused.clear()
         self._refused[sid] = now

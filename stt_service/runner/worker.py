@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from ..backends.base import RecognitionError, Recognizer
 from ..bus.natsconn import connect_nats
 from ..config import Settings
+from ..floods import FloodLog
 from ..protocol import Chunk, Code, Playback, ProtocolError, error_message, parse_inbound
 from ..session import (
     TICK,
@@ -90,7 +91,8 @@ class Worker:
         self.nc: NATS | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
-        self.limits = Limits(settings.limits)
+        self.floods = FloodLog(log)  # the warnings of bad messages and refusals, rate-limited
+        self.limits = Limits(settings.limits, self.floods)
         self.models = SharedModels(settings, self.config, self._feed, self.stats, self.tel)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ class Worker:
         if code not in (Code.BACKEND_ERROR, Code.INTERNAL_ERROR):
             self.tel.refused.add(1, {**self.tel.attrs, "stt.code": code})
         if code not in (Code.TOO_MANY_SESSIONS, Code.SERVICE_DRAINING):
-            log.warning("session %s: %s: %s", sid[:128], code, message)
+            self.floods.warning(code, sid[:128], "session %s: %s: %s", sid[:128], code, message)
         await self._publish(
             sid, error_message(session_id=sid, code=code, message=message, timestamp=now)
         )
@@ -426,6 +428,7 @@ class Worker:
             for live in list(self.sessions.values()):
                 await self._feed(live, TICK, now)
             self.limits.forget(now)
+            self.floods.flush()
 
     # --- the one way into a session's core ------------------------------------------------------
     async def _feed(self, live: Live, item: Input, now: float) -> bool:
