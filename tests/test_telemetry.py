@@ -161,8 +161,9 @@ async def test_spans_metrics_and_logs_of_a_real_session(nats_server: EmbeddedNat
     mine = [x for x in lines if x.get("session_id") == "otel-1"]
     assert any("opened" in x["message"] for x in mine)
     assert any("closed" in x["message"] for x in mine)
-    traced = [x for x in mine if "trace_id" in x]
-    assert traced and {x["trace_id"] for x in traced} == {format(trace_id, "032x")}
+    untraced = [x["message"] for x in mine if "trace_id" not in x]
+    assert not untraced, untraced  # every line of the session, its first ("opened") too
+    assert {x["trace_id"] for x in mine} == {format(trace_id, "032x")}
     text = logs.getvalue().lower()
     for final in res.finals:
         assert normalize_text(final["transcript"]) not in normalize_text(text)
@@ -232,3 +233,27 @@ async def test_backend_errors_are_counted_by_code(nats_server: EmbeddedNats) -> 
     assert errors[0].attributes["stt.backend"] == "whisper-http"
     (session,) = rec.finished("stt.session")
     assert session.status.status_code.name == "ERROR"
+
+
+async def test_every_error_a_client_gets_is_an_event_on_its_sessions_span(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A bad message inside an open session, and the drain that closes it: both errors the
+    client receives are events on the session's span (the drain's was published around it)."""
+    rec = Recorded()
+    u = utterance("0870")
+    async with traced_service(nats_server.url, rec) as h:
+        await h.stream("drained-1", joined([u]), speed=2.0, wait=False, send_end=False)
+        await h.publish("drained-1", {"type": "chunk", "audio_b64": "%%%"})
+        await h.wait_for(lambda: bool(h.results("drained-1").errors))
+        await h.worker.drain()
+        await h.wait_for(lambda: len(h.results("drained-1").errors) == 2)
+    codes = [e["code"] for e in h.results("drained-1").errors]
+    assert codes == ["invalid_audio", "service_draining"]
+    (session,) = rec.finished("stt.session")
+    events = [(e.name, (e.attributes or {}).get("stt.code")) for e in session.events]
+    assert [e for e in events if e[0] == "error"] == [
+        ("error", "invalid_audio"),
+        ("error", "service_draining"),
+    ]
+    assert session.attributes is not None and session.attributes["stt.close_reason"] == "drain"

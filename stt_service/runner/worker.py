@@ -229,6 +229,7 @@ class Worker:
                     await self._reply_error(sid, refusal.code, refusal.message, now)
                     return
                 live = self.add(Session(sid, self.config, now))
+                bind_session(sid, live.trace.span)  # (for the rest of this message's handling)
                 self.inlet.opened(live, origin)
                 log.info("session %s opened (%d live)", sid, len(self.sessions))
             if (
@@ -284,7 +285,8 @@ class Worker:
         message = error_message(
             session_id=live.session.id, code=refusal.code, message=refusal.message, timestamp=now
         )
-        await self._publish(live.session.id, message, live)
+        with live.trace.publishing(message):
+            await self._publish(live.session.id, message, live)
         return True
 
     def add(self, session: Session) -> Live:
@@ -302,9 +304,13 @@ class Worker:
             self.tel.refused.add(1, {**self.tel.attrs, "stt.code": code})
         if code not in (Code.TOO_MANY_SESSIONS, Code.SERVICE_DRAINING):
             self.floods.warning(code, sid[:128], "session %s: %s: %s", sid[:128], code, message)
-        await self._publish(
-            sid, error_message(session_id=sid, code=code, message=message, timestamp=now)
-        )
+        reply = error_message(session_id=sid, code=code, message=message, timestamp=now)
+        live = self.sessions.get(sid)
+        if live is None:
+            await self._publish(sid, reply)
+            return
+        with live.trace.publishing(reply):  # every error a session's client gets: on its span
+            await self._publish(sid, reply)
 
     # --- actions --------------------------------------------------------------------------------
     async def _execute(self, live: Live, actions: list[Action]) -> None:
@@ -365,8 +371,9 @@ class Worker:
             await live.stream.aclose()
             if live.pump is not None:
                 await live.pump
-            for message in live.on_close:
-                await self._publish(live.session.id, message, live)
+            for message in live.on_close:  # (a drain's error: an event on the session's span)
+                with live.trace.publishing(message):
+                    await self._publish(live.session.id, message, live)
             complete = True
         except Exception:
             log.exception("session %s: error while closing", live.session.id)
