@@ -100,6 +100,8 @@ class Material:
     server_key: str
     client_cert: str
     client_key: str
+    elsewhere_cert: str  # the server's CA, for another address than the server's
+    elsewhere_key: str
     other_ca: str  # a CA the server does not know, and a client certificate it issued
     other_cert: str
     other_key: str
@@ -126,6 +128,7 @@ def m(tmp_path_factory: pytest.TempPathFactory) -> Material:
 
     ca, other = trustme.CA(), trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
+    elsewhere = ca.issue_cert("nats.example")
     client = ca.issue_cert("stt-worker.example")
     stranger = other.issue_cert("stt-worker.example")
 
@@ -148,6 +151,8 @@ def m(tmp_path_factory: pytest.TempPathFactory) -> Material:
         ca=write("ca.pem", ca.cert_pem.bytes()),
         server_cert=write("server.pem", server.cert_chain_pems[0].bytes()),
         server_key=write("server.key", server.private_key_pem.bytes()),
+        elsewhere_cert=write("elsewhere.pem", elsewhere.cert_chain_pems[0].bytes()),
+        elsewhere_key=write("elsewhere.key", elsewhere.private_key_pem.bytes()),
         client_cert=write("client.pem", client.cert_chain_pems[0].bytes()),
         client_key=write("client.key", client.private_key_pem.bytes()),
         other_ca=write("other-ca.pem", other.cert_pem.bytes()),
@@ -177,7 +182,11 @@ def server_conf(m: Material, kind: str) -> str:
         f'operator: "{m.operator_jwt}"\nresolver: MEMORY\n'
         f'resolver_preload: {{ {m.account_public}: "{m.account_jwt}" }}\n'
     )
+    elsewhere = (
+        f'tls {{ cert_file: "{m.elsewhere_cert}", key_file: "{m.elsewhere_key}", timeout: 2 }}\n'
+    )
     return {
+        "tls-elsewhere": elsewhere,
         "userpass": f'authorization {{ user: alice, password: "{PASSWORD}" }}\n',
         "token": f'authorization {{ token: "{TOKEN}" }}\n',
         "nkey": f"authorization {{ users: [ {{ nkey: {m.nkey_public} }} ] }}\n",
@@ -444,6 +453,14 @@ BAD: dict[str, tuple[str, EnvFor, str, str, Callable[[Material], str]]] = {
         "",
         "TLS: the server's certificate is not trusted: unable to get local issuer certificate "
         "(check NATS_TLS_CA_FILE)",
+        lambda m: "PRIVATE KEY",
+    ),
+    "tls-certificate-for-another-address": (
+        "tls-elsewhere",
+        lambda m: {"NATS_TLS_CA_FILE": m.ca},
+        "",
+        "TLS: the server's certificate is not trusted: IP address mismatch, certificate is not "
+        "valid for '127.0.0.1'. (the certificate is for another address: check NATS_URL's host)",
         lambda m: "PRIVATE KEY",
     ),
     "tls-no-client-cert": (

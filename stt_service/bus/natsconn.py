@@ -94,8 +94,8 @@ def fatal_reason(exc: BaseException, settings: NatsSettings) -> str | None:
         return str(exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         what = exc.verify_message or exc.reason or "certificate verify failed"
-        if "hostname" in what.lower():
-            hint = "connect to a host name or address the certificate names (check NATS_URL)"
+        if "hostname" in what.lower() or "mismatch" in what.lower():  # (an IP address's too)
+            hint = "the certificate is for another address: check NATS_URL's host"
         elif settings.nats_tls_ca_file:
             hint = "check NATS_TLS_CA_FILE"
         else:
