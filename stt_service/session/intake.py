@@ -24,7 +24,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..audio import TARGET_RATE, AudioNormalizer, FrameSplitter, Int16Array
-from ..speech.echo import MAX_LEAD_S, VOICE_FROM_MIC, EchoCanceller
+from ..speech.echo import MAX_LEAD_S, EchoCanceller
 from ..speech.vad import FrameInfo, VoiceDetector
 from .actions import Action, Measure
 from .config import SessionConfig
@@ -51,7 +51,6 @@ class Intake:
         self.echo: EchoCanceller | None = None
         self._mic = FrameSplitter(config.frame_samples)  # the microphone's own, echo and all
         self._cancelled: deque[Int16Array] = deque()  # beside the detector's frames
-        self._mics: list[Int16Array] = []
 
     def set_format(self, sample_rate: int, channels: int) -> None:
         """The ``start``'s audio format (before any chunk)."""
@@ -100,15 +99,18 @@ class Intake:
         if self.echo is not None and self.chunks == 1:
             # the chunk arrives as its audio ends: the microphone began one chunk earlier
             self.echo.reference.first_chunk(now - x.size / TARGET_RATE)
-        frames = self._split(x)
+        frames, mics = self._split(x)
         if frames:
             self.queued += sum(f.size for f in frames)
             self._arrivals.append((self.queued, now))
-        self._detect(frames)
+        self._detect(frames, mics)
 
-    def _split(self, x: Int16Array, last: bool = False) -> list[Int16Array]:
-        """Whole frames of ``x`` (cancelled, with echo cancellation on; ``last``: the stream
-        ends, its last short frame too)."""
+    def _split(
+        self, x: Int16Array, last: bool = False
+    ) -> tuple[list[Int16Array], list[Int16Array]]:
+        """Whole frames of ``x`` (cancelled, with echo cancellation on) and the microphone's
+        own frames beside them (none without it); ``last``: the stream ends, its last short
+        frame too."""
         mics: list[Int16Array] = []
         if self.echo is not None:
             x, mic = self.echo.push(x)
@@ -121,18 +123,17 @@ class Intake:
         frames = self.splitter.push(x)
         if last and (f := self.splitter.flush()) is not None:
             frames.append(f)
-        self._mics = mics
-        return frames
+        return frames, mics
 
-    def _detect(self, frames: list[Int16Array]) -> None:
+    def _detect(self, frames: list[Int16Array], mics: list[Int16Array]) -> None:
         """The voice detector hears the frames (with echo cancellation on: the microphone's own
         beside them, and :meth:`ready` hands the cancelled ones back)."""
         if self.echo is None:
             for frame in frames:
                 self.detector.push(frame)
             return
-        for frame, mic in zip(frames, self._mics, strict=True):
-            self.detector.push(mic if VOICE_FROM_MIC else frame)
+        for frame, mic in zip(frames, mics, strict=True):
+            self.detector.push(mic)
             self._cancelled.append(frame)
 
     def ready(self, inline: bool) -> list[tuple[Int16Array, FrameInfo]]:
@@ -180,9 +181,9 @@ class Intake:
     def drain(self) -> list[tuple[Int16Array, FrameInfo]]:
         """The session closes: everything received, a last short frame too, decided now."""
         if self.started:
-            frames = self._split(self.normalizer.flush(), last=True)
+            frames, mics = self._split(self.normalizer.flush(), last=True)
             self.queued += sum(f.size for f in frames)
-            self._detect(frames)
+            self._detect(frames, mics)
         return self.ready(inline=True)
 
     def speaking(self, within_s: float) -> bool:

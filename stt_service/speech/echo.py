@@ -46,7 +46,6 @@ DELAY = 128  # AEC3's output is its input 8 ms later (its band-split filters), m
 MAX_LEAD_S = 10.0  # a reference further ahead of the microphone than this is resynchronised
 ECHO_TAIL_MS = 800  # the agent counts as audible this long after its last sound (echo + room)
 EXPLAINED_DB = 15.0  # a block the canceller took this much out of, the agent audible, is echo
-VOICE_FROM_MIC = True  # the voice detector hears the microphone (else the cancelled signal)
 _SOUND_DB = -60.0  # a reference block louder than this is the agent's voice
 _QUIET_DB = -65.0  # a microphone block quieter than this explains nothing (nothing to explain)
 RUN = 4  # while the agent is audible, voice counts from its fourth unexplained frame in a row
