@@ -147,8 +147,12 @@ class TurnJudge:
 
     @property
     def bar(self) -> float:
-        """What the verdict held must reach (the bar of the question it answered)."""
-        return self.threshold if self.answered == 0 else max(self.threshold, RETAKE_THRESHOLD)
+        """What the verdict held must reach (the bar of the question it answered). Words that
+        end in a number raise it to a later question's: numbers are said in groups ("five five
+        five [pause] zero one two three"), and digits one by one, with pauses between."""
+        if self.answered == 0 and not _NUMBER_END.search(self.text):
+            return self.threshold
+        return max(self.threshold, RETAKE_THRESHOLD)
 
     def voiced(self) -> bool:
         """Speech goes on: the pause was not the end. True if it had been announced as one."""
