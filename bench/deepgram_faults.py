@@ -4,7 +4,8 @@ emulator with one injected fault per run and print what the session saw.
     uv run python bench/deepgram_faults.py
 
 Per fault: the finals (each turn once?), errors, streams opened, audio bytes the model received
-against the session's, and the time from the fault to the stream working again (or to the error).
+against the session's, and the session's wall time (against the fault-free run's: what the fault
+cost; for a stall, about the watchdog's ``STT_STALL_TIMEOUT_S``) or the time to the error.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ async def main() -> None:
         [Fault(after_bytes=mid_second_turn, stream_error="InternalStreamFailure")],
     )
     await run("connection cut mid-turn", [Fault(after_bytes=mid_second_turn, stream_error="reset")])
+    await run(
+        "stream goes silent mid-turn (stall)",
+        [Fault(after_bytes=mid_second_turn, stream_error="stall")],
+    )
     await run(
         "ModelStreamError mid-turn",
         [Fault(after_bytes=mid_second_turn, stream_error="ModelStreamError")],

@@ -194,17 +194,12 @@ class Telemetry:
         # was a tenth of the worker's time per chunk at its ceiling
         self.chunks_received = 0
         self.audio_received = 0.0
-        self.chunks = m.create_observable_counter(
-            "stt.chunks.received",
-            [lambda _: [Observation(self.chunks_received, self.attrs)]],
-            unit="{chunk}",
-            description="audio chunks accepted",
+        self._gauges: list[Any] = []
+        self.observe_total(
+            "stt.chunks.received", "{chunk}", "audio chunks accepted", lambda: self.chunks_received
         )
-        self.audio = m.create_observable_counter(
-            "stt.audio.received",
-            [lambda _: [Observation(self.audio_received, self.attrs)]],
-            unit="s",
-            description="seconds of audio accepted",
+        self.observe_total(
+            "stt.audio.received", "s", "seconds of audio accepted", lambda: self.audio_received
         )
         self.latency = {
             name: m.create_histogram(
@@ -247,44 +242,39 @@ class Telemetry:
         # calls is the mean batch size
         self.vad_frames = 0
         self.vad_calls = 0
-        self.vad = [
-            m.create_observable_counter(
-                "stt.vad.frames",
-                [lambda _: [Observation(self.vad_frames, self.attrs)]],
-                unit="{frame}",
-                description="32 ms frames Silero's network ran on",
-            ),
-            m.create_observable_counter(
-                "stt.vad.calls",
-                [lambda _: [Observation(self.vad_calls, self.attrs)]],
-                unit="{call}",
-                description="calls of Silero's network (one for many sessions' frames)",
-            ),
-        ]
+        self.observe_total(
+            "stt.vad.frames",
+            "{frame}",
+            "32 ms frames Silero's network ran on",
+            lambda: self.vad_frames,
+        )
+        self.observe_total(
+            "stt.vad.calls",
+            "{call}",
+            "calls of Silero's network (one for many sessions' frames)",
+            lambda: self.vad_calls,
+        )
         # echo cancellation (sessions that send ``playback``), read at export (plain totals)
         self.playback_received = 0.0
         self.echo_suppressed = 0
-        self.echo = [
-            m.create_observable_counter(
-                "stt.playback.received",
-                [lambda _: [Observation(self.playback_received, self.attrs)]],
-                unit="s",
-                description="seconds of the agent's playback received as the echo reference",
-            ),
-            m.create_observable_counter(
-                "stt.echo.suppressed",
-                [lambda _: [Observation(self.echo_suppressed, self.attrs)]],
-                unit="{frame}",
-                description="32 ms frames the voice detector called speech that the agent's "
-                "playback explained (residual echo): neither barge-in nor a transcript",
-            ),
-        ]
+        self.observe_total(
+            "stt.playback.received",
+            "s",
+            "seconds of the agent's playback received as the echo reference",
+            lambda: self.playback_received,
+        )
+        self.observe_total(
+            "stt.echo.suppressed",
+            "{frame}",
+            "32 ms frames the voice detector called speech that the agent's playback explained "
+            "(residual echo): neither barge-in nor a transcript",
+            lambda: self.echo_suppressed,
+        )
         self.resumed = m.create_counter(
             "stt.sessions.resumed",
             unit="{session}",
             description="sessions taken over from another replica and replayed (jetstream mode)",
         )
-        self._gauges: list[Any] = []
 
     def observe(
         self, name: str, unit: str, description: str, read: Callable[[], float | None]
@@ -298,6 +288,19 @@ class Telemetry:
         self._gauges.append(
             self._meter.create_observable_gauge(
                 name, [callback], unit=unit, description=description
+            )
+        )
+
+    def observe_total(
+        self, name: str, unit: str, description: str, read: Callable[[], float]
+    ) -> None:
+        """A counter kept as a plain total elsewhere (e.g. the backend's stalls), read at export."""
+        self._gauges.append(
+            self._meter.create_observable_counter(
+                name,
+                [lambda _: [Observation(read(), self.attrs)]],
+                unit=unit,
+                description=description,
             )
         )
 

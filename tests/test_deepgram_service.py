@@ -185,6 +185,7 @@ async def test_nova_keeps_a_paused_stream_alive_with_keepalive(
 async def test_stt_service_emulate_serves_both_transports(service: Any) -> None:
     sm_port, ws_port = free_port(), free_port()
     args = ["--port", str(sm_port), "--ws-port", str(ws_port), "--script", "hello there"]
+    args += ["--stall-after", "1"]  # each first stream hangs a second into the speech
     proc = subprocess.Popen(
         [sys.executable, "-m", "stt_service.commands.cli", "emulate", *args, "--duration", "60"],
         stdout=subprocess.PIPE,
@@ -209,11 +210,16 @@ async def test_stt_service_emulate_serves_both_transports(service: Any) -> None:
         audio = pcm16(utterance("0880").samples)
         async with service(**settings) as h:
             on_sm = await h.stream("emu-sm", audio, speed=0)
+            sm_stalls = h.worker.recognizer.stalls  # type: ignore[attr-defined]
         ws = {"stt_backend": "flux", "deepgram_url": env["DEEPGRAM_URL"]}
         async with service(**ws, deepgram_api_key=env["DEEPGRAM_API_KEY"]) as h:
             on_ws = await h.stream("emu-ws", audio, speed=0)
+            ws_stalls = h.worker.recognizer.stalls  # type: ignore[attr-defined]
     finally:
         proc.terminate()
         proc.wait(10)
+    assert any("hangs after 1 s of audio" in line for line in lines), lines
+    # the hung streams were replaced, and the turn's final came once
+    assert sm_stalls == 1 and ws_stalls == 1
     assert [f["transcript"] for f in on_sm.finals] == ["hello there"]
     assert [f["transcript"] for f in on_ws.finals] == ["hello there"]

@@ -149,6 +149,8 @@ async def test_spans_metrics_and_logs_of_a_real_session(nats_server: EmbeddedNat
     assert interrupts.value == 1 and interrupts.attributes["stt.event"] == "interrupt"
     (vad_frames,), (vad_calls,) = m["stt.vad.frames"], m["stt.vad.calls"]
     assert vad_frames.value >= vad_calls.value > 0  # Silero ran, some frames batched
+    (stalls,) = m["stt.backend.stalls"]
+    assert stalls.value == 0  # local Whisper has no stream to stall
     refused = {p.attributes["stt.code"]: p.value for p in m["stt.messages.refused"]}
     assert refused == {"invalid_msgpack": 1}
     (depth,) = gauges["stt.inference.queue_depth"]

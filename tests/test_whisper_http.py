@@ -209,6 +209,24 @@ async def test_a_hung_server_hits_the_read_timeout(service, whisper_server: str)
     assert len(proxy.requests) == 1  # not retried: the server may still be working on it
 
 
+async def test_a_stalled_request_is_sent_again_and_the_final_arrives(
+    service, whisper_server: str
+) -> None:
+    u = utterance("0930")
+    proxy = Proxy(whisper_server, script=["hang"])  # accepted, then silent
+    settings = http_settings(
+        "", stt_partial_interval=0, stt_eager_endpoint=0, whisper_http_stall_timeout_s=1.0
+    )
+    async with serving(proxy) as url:
+        settings["whisper_url"] = url
+        async with service(**settings) as h:
+            res = await h.stream("http-stall", joined([u]), speed=0)
+            stalls = h.worker.recognizer.stalls  # type: ignore[attr-defined]
+    assert res.errors == []
+    assert len(res.finals) == 1 and wer(u.reference, res.text) <= 0.1
+    assert len(proxy.requests) == 2 and stalls == 1  # abandoned once, then answered
+
+
 async def test_a_server_that_is_down_gives_an_error_naming_the_url(service) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
     async with service(**http_settings(url, stt_partial_interval=0)) as h:

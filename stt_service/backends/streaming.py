@@ -18,6 +18,7 @@ from ..config import SageMakerSettings, StreamingSettings
 from ..protocol import Code
 from .retry import Outage, RetryPolicy
 from .transports.base import Connector, Duplex, TransportError
+from .watchdog import StallCount
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,18 @@ class StreamingBackend:
     def __init__(self, settings: StreamingSettings) -> None:
         self.settings = settings
         self.policy = RetryPolicy.from_settings(settings)
+        self.stall_count = StallCount()  # streams replaced by the watchdog (stt.backend.stalls)
         self._connector: Connector | None = None
+
+    @property
+    def stalls(self) -> int:
+        return self.stall_count.stalls
+
+    def stall_s(self, model_default: float) -> float | None:
+        """The watchdog's time for this backend's streams: ``STT_STALL_TIMEOUT_S``, else the
+        model's own; None: no watchdog."""
+        chosen = self.settings.stt_stall_timeout_s
+        return (model_default if chosen is None else chosen) or None
 
     async def make_connector(self) -> Connector:
         raise NotImplementedError

@@ -7,6 +7,9 @@ falls behind stale partials are dropped and finals wait their turn. Finals are r
 jittered exponential backoff on 429, 5xx and connection errors (never on other 4xx, nor on a read
 timeout, where the server may still be working); a final that fails for good becomes an ``error``
 naming the URL and the status. Partials are never retried: the next one or the final follows soon.
+A request with no answer after ``WHISPER_HTTP_STALL_TIMEOUT_S`` plus one second per second of audio
+is a stalled server (accepted, silent): it is abandoned, counted (``stt.backend.stalls``), and a
+final is sent again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class WhisperHTTP:
         self.reachable: bool | None = None  # did the last request get any HTTP answer?
         self._probing: asyncio.Task[None] | None = None
         self._probed_at = 0.0
+        self.stalls = 0  # requests abandoned unanswered (stt.backend.stalls)
 
     # --- Recognizer -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -139,16 +143,27 @@ class WhisperHTTP:
     ) -> Decoded:
         wav = wav_bytes(samples)
         tries = 1 + (self.settings.whisper_http_retries if final else 0)
+        stall_s = self.settings.whisper_http_stall_timeout_s
+        deadline = stall_s + samples.size / 16000 if stall_s > 0 else None
         for attempt in range(1, tries + 1):
             try:
-                return await self._request(wav, language, keyterms)
+                return await asyncio.wait_for(self._request(wav, language, keyterms), deadline)
+            except TimeoutError:
+                self.stalls += 1
+                failure = WhisperHTTPError(
+                    f"POST {self.endpoint}: no answer within {deadline:.1f} s "
+                    "(WHISPER_HTTP_STALL_TIMEOUT_S plus the audio's length): the server stalled",
+                    retryable=True,
+                )
+                log.warning("whisper-http: %s", failure)
             except WhisperHTTPError as exc:
-                if not exc.retryable or attempt == tries:
-                    suffix = f" (after {attempt} tries)" if attempt > 1 else ""
-                    raise WhisperHTTPError(f"{exc}{suffix}", exc.retryable) from None
-                delay = _backoff(attempt, exc.retry_after)
-                log.info("whisper-http: %s; retry %d/%d in %.2f s", exc, attempt, tries - 1, delay)
-                await asyncio.sleep(delay)
+                failure = exc
+            if not failure.retryable or attempt == tries:
+                suffix = f" (after {attempt} tries)" if attempt > 1 else ""
+                raise WhisperHTTPError(f"{failure}{suffix}", failure.retryable) from None
+            delay = _backoff(attempt, failure.retry_after)
+            log.info("whisper-http: %s; retry %d/%d in %.2f s", failure, attempt, tries - 1, delay)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _request(

@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--script", action="append", help="what the model 'hears' in each turn (repeatable)"
     )
+    sp.add_argument(
+        "--stall-after",
+        type=float,
+        default=0,
+        metavar="S",
+        help="hang each emulator's first stream after S seconds of audio: open, reading, silent "
+        "(the service's watchdog, STT_STALL_TIMEOUT_S, replaces it)",
+    )
     sp.add_argument("--duration", type=float, default=0, help="exit after S seconds")
     sp.set_defaults(func=cmd_emulate)
     return p

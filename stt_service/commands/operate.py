@@ -108,8 +108,8 @@ def cmd_list_endpoints(args: argparse.Namespace) -> int:
 # --- emulate --------------------------------------------------------------------------------------
 def cmd_emulate(args: argparse.Namespace) -> int:
     try:
-        from ..emulator.realtime import RealtimeServer
-        from ..emulator.sagemaker import SageMakerEmulator
+        from ..emulator.realtime import RealtimeFaults, RealtimeServer
+        from ..emulator.sagemaker import Fault, SageMakerEmulator
         from ..emulator.websocket import DeepgramWebSocketEmulator
     except ImportError as exc:
         print(
@@ -121,16 +121,29 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     script = args.script or ["hello world"]
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
+    stall = round(args.stall_after * 16000) * 2 if args.stall_after > 0 else None
+    faults = [Fault(after_bytes=stall, stream_error="stall")] if stall else []
+
     async def run() -> None:
         async with (
-            SageMakerEmulator(script=script, port=args.port) as sm,
-            DeepgramWebSocketEmulator(script=script, api_key=args.api_key, port=args.ws_port) as ws,
-            RealtimeServer(port=args.realtime_port) as rt,
+            SageMakerEmulator(script=script, port=args.port, faults=faults) as sm,
+            DeepgramWebSocketEmulator(
+                script=script, api_key=args.api_key, port=args.ws_port, stall_after_bytes=stall
+            ) as ws,
+            RealtimeServer(
+                port=args.realtime_port, faults=RealtimeFaults(stall_after_bytes=[stall])
+            ) as rt,
         ):
             print(
                 "Deepgram emulators (Flux on v2/listen, Nova on v1/listen); no speech recognition:"
             )
-            print("each turn of speech energy is answered with the next --script line.\n")
+            print("each turn of speech energy is answered with the next --script line.")
+            if stall:
+                print(
+                    f"The first stream of each emulator hangs after {args.stall_after:g} s of "
+                    "audio (open, reading, silent): the service replaces it (STT_STALL_TIMEOUT_S)."
+                )
+            print()
             print(f"SageMaker bidirectional streaming on {sm.url} (any endpoint name):")
             print(f"  export AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME_HTTP2={sm.url}")
             print(f"  export AWS_CA_BUNDLE={sm.ca_path}")

@@ -99,6 +99,14 @@ class WhisperHttpSettings(PartialSettings):
     whisper_http_retries: int = Field(
         3, ge=0, le=10, description="retries of a final on 429, 5xx or connection errors"
     )
+    whisper_http_stall_timeout_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="seconds, plus one per second of audio, a final's request may go unanswered "
+        "before it counts as stalled and is sent again (0: never; WHISPER_HTTP_TIMEOUT still ends "
+        "it)",
+    )
 
 
 class SageMakerSettings(BaseModel):
@@ -144,6 +152,14 @@ class StreamingSettings(SageMakerSettings):
         le=64_000_000,
         description="unfinished-turn audio kept per session to resend after a reconnect "
         "(1920000 = 60 s)",
+    )
+    stt_stall_timeout_s: float | None = Field(
+        None,
+        ge=0,
+        le=600,
+        description="seconds a streaming model may owe an answer (speech sent, a turn or an "
+        "utterance being closed) and send nothing before its stream counts as stalled and is "
+        "replaced; unset: the model's own (Flux 3, Nova 4, realtime 4); 0: no watchdog",
     )
 
 

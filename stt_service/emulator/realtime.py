@@ -70,6 +70,7 @@ class RealtimeServer:
         """A fresh emulator for one connection (also what the SageMaker emulator serves)."""
         n = len(self.streams)
         drops, errors = self.faults.drop_after_bytes, self.faults.error_after_bytes
+        stalls = self.faults.stall_after_bytes
         emu = RealtimeEmulator(
             query,
             served_model=self.served_model,
@@ -78,6 +79,7 @@ class RealtimeServer:
             partials=self.partials,
             drop_after_bytes=drops[n] if n < len(drops) else None,
             error_after=errors[n] if n < len(errors) else None,
+            stall_after_bytes=stalls[n] if n < len(stalls) else None,
         )
         self.streams.append(emu)
         return emu

@@ -39,10 +39,13 @@ class RealtimeFaults:
 
     ``drop_after_bytes``: cut the connection (no close frame) once it has received that much
     audio. ``error_after_bytes``: ``(bytes, code, message)``: an error event in the middle of the
-    generation, which then ends without ``done`` (vLLM's ``processing_error``)."""
+    generation, which then ends without ``done`` (vLLM's ``processing_error``).
+    ``stall_after_bytes``: the server hangs once it has received that much audio: the connection
+    stays open and is read, and nothing more is answered."""
 
     drop_after_bytes: list[int | None] = field(default_factory=list)
     error_after_bytes: list[tuple[int, str, str] | None] = field(default_factory=list)
+    stall_after_bytes: list[int | None] = field(default_factory=list)
 
 
 class RealtimeEmulator(GenerationDecoding):
@@ -62,6 +65,7 @@ class RealtimeEmulator(GenerationDecoding):
         partials: bool = True,
         drop_after_bytes: int | None = None,
         error_after: tuple[int, str, str] | None = None,
+        stall_after_bytes: int | None = None,
     ) -> None:
         q = parse_qs(query)
         self.dialect = dialect or (
@@ -73,6 +77,8 @@ class RealtimeEmulator(GenerationDecoding):
         self.partials = partials
         self.drop_after_bytes = drop_after_bytes
         self.error_after = error_after
+        self.stall_after_bytes = stall_after_bytes
+        self.stalled = False
         self.closed = False
         self.received_bytes = 0  # audio bytes (decoded from base64)
         self.discarded_bytes = 0  # vLLM: appended after the final commit, before done
@@ -123,6 +129,8 @@ class RealtimeEmulator(GenerationDecoding):
         return [self._error("invalid_frame", "binary frames are not accepted: send JSON text")]
 
     def on_text(self, text: str) -> list[str]:
+        if self.stalled:
+            return []  # hung: read on, answer nothing
         try:
             msg = json.loads(text)
         except ValueError:
@@ -193,6 +201,9 @@ class RealtimeEmulator(GenerationDecoding):
         if self.dialect == "openai":
             raw = _to_16k(raw)
         self.received_bytes += len(raw)
+        if self.stall_after_bytes is not None and self.received_bytes >= self.stall_after_bytes:
+            self.stalled = True
+            return []
         if self.drop_after_bytes is not None and self.received_bytes >= self.drop_after_bytes:
             self.drop_after_bytes = None
             self._cut()
@@ -283,7 +294,7 @@ class RealtimeEmulator(GenerationDecoding):
         return task
 
     def _send(self, msg: dict[str, Any]) -> None:
-        if not self.closed:
+        if not self.closed and not self.stalled:
             self._emit(json.dumps(msg))
 
     def _cut(self) -> None:

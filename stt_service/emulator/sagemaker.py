@@ -74,8 +74,9 @@ class Fault:
     ``x-amzn-errortype: error_type`` (429 ``ThrottlingException``, 503 ``ServiceUnavailable``,
     400 ``ValidationError``, 424 ``ModelError``...). With ``after_bytes``, the stream is served
     and fails once the model has received that many audio bytes: an in-stream exception event
-    ``stream_error`` (``InternalStreamFailure``, ``ModelStreamError``), or ``"reset"`` to cut
-    the HTTP/2 stream.
+    ``stream_error`` (``InternalStreamFailure``, ``ModelStreamError``), ``"reset"`` to cut
+    the HTTP/2 stream, or ``"stall"``: the stream stays open and keeps reading, and the model
+    neither hears nor says anything more (a hung model: pipecat-ai/pipecat#5735).
     """
 
     status: int | None = None
@@ -118,6 +119,7 @@ class SageMakerApp:
     streams: list[Any] = field(default_factory=list)  # the model of each served stream
     faults: list[Fault] = field(default_factory=list)  # consumed one per request, in order
     keep_audio: bool = False  # record each stream's audio in ``audio``
+    stalls: int = 0  # streams a "stall" fault hung
     # a new stream goes on with the script where the earlier streams' turns left it, as the
     # same speaker would after a reconnect (for single-session fault tests)
     resume_script: bool = False
@@ -185,16 +187,19 @@ class SageMakerApp:
             }
         )
         out: asyncio.Queue[bytes | None] = asyncio.Queue()
+        stalled = False  # a "stall" fault struck: read on, say nothing
+
+        def later(text: str | None) -> None:
+            if not stalled:
+                out.put_nowait(None if text is None else payload_part(text.encode(), "UTF8"))
+
         if hasattr(model, "bind"):  # a model that answers later too (the realtime emulator)
-            model.bind(
-                lambda text: out.put_nowait(
-                    None if text is None else payload_part(text.encode(), "UTF8")
-                )
-            )
+            model.bind(later)
         for text in model.connected():
             out.put_nowait(payload_part(text.encode(), "UTF8"))
 
         async def reader() -> None:
+            nonlocal stalled
             # hypercorn's receive queue must be drained for the whole request, or it stalls
             frames = FrameSplitter()
             while True:
@@ -203,8 +208,8 @@ class SageMakerApp:
                     out.put_nowait(None)
                     return
                 for wrapper in frames.feed(msg.get("body", b"")):
-                    if not wrapper.payload:
-                        continue  # the signed end-of-stream frame
+                    if not wrapper.payload or stalled:
+                        continue  # the signed end-of-stream frame, or a hung model
                     inner = Event.decode(io.BytesIO(wrapper.payload))
                     if inner is None or inner.message.headers.get(":event-type") != "PayloadPart":
                         continue
@@ -222,6 +227,10 @@ class SageMakerApp:
                         and fault.after_bytes is not None
                         and model.received_bytes >= fault.after_bytes
                     ):
+                        if fault.stream_error == "stall":
+                            stalled = True
+                            self.stalls += 1
+                            continue
                         if fault.stream_error == "reset" and self.on_reset is not None:
                             self.on_reset()  # a connection reset: every stream on it fails
                         else:
@@ -232,6 +241,8 @@ class SageMakerApp:
                             pass
                         return
                 if not msg.get("more_body", False):
+                    if stalled:
+                        continue  # hung: the response stays open until the client goes
                     out.put_nowait(None)  # the client's input ended: so does the response
                     while (await receive())["type"] != "http.disconnect":
                         pass

@@ -10,7 +10,9 @@ socket with 1000 after its last replies. Lets the real ``websockets`` client (an
 
 Faults for reconnect tests: ``drop_after_bytes`` cuts the first stream off once it has received
 that much audio (the TCP connection is aborted, no close frame; or closed with ``drop_close``'s
-code and reason), and ``reject`` refuses the next handshakes with given HTTP statuses.
+code and reason), ``stall_after_bytes`` hangs the first stream's model once it has received that
+much (the socket stays open and is read, nothing more is answered, ``CloseStream`` included), and
+``reject`` refuses the next handshakes with given HTTP statuses.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class DeepgramWebSocketEmulator:
         *,
         drop_after_bytes: int | None = None,
         drop_close: tuple[int, str] | None = None,
+        stall_after_bytes: int | None = None,
         reject: Sequence[Rejection] = (),
     ) -> None:
         self.script = script
@@ -114,6 +117,8 @@ class DeepgramWebSocketEmulator:
         self.models = {_norm(p): f for p, f in routes.items()}
         self.drop_after_bytes = drop_after_bytes
         self.drop_close = drop_close
+        self.stall_after_bytes = stall_after_bytes
+        self.stalls = 0
         self.reject = list(reject)
         self.requests: list[RecordedRequest] = []
         self.streams: list[StreamModel] = []
@@ -172,11 +177,14 @@ class DeepgramWebSocketEmulator:
         first = not self.streams
         self.streams.append(model)
         drop_at = self.drop_after_bytes if first else None
+        stall_at = self.stall_after_bytes if first else None
         received = 0
         try:
             for text in model.connected():
                 await ws.send(text)
             async for message in ws:
+                if stall_at is not None and received >= stall_at:
+                    continue  # hung: read on, answer nothing
                 if isinstance(message, str):
                     replies = model.on_text(message)
                 else:
@@ -184,6 +192,9 @@ class DeepgramWebSocketEmulator:
                     if drop_at is not None and received >= drop_at:
                         await self._drop(ws)
                         return
+                    if stall_at is not None and received >= stall_at:
+                        self.stalls += 1
+                        continue
                     replies = model.on_audio(message)
                 for text in replies:
                     await ws.send(text)

@@ -82,6 +82,13 @@ class Worker:
             "audio accepted and not yet recognised, all sessions",
             lambda: sum(live.stream.backlog() for live in list(self.sessions.values())) / 16000,
         )
+        self.tel.observe_total(
+            "stt.backend.stalls",
+            "{stall}",
+            "recognizer streams (Flux, Nova, realtime) and whisper-http requests that owed an "
+            "answer and went silent, replaced by the watchdog",
+            lambda: getattr(self.recognizer, "stalls", 0),  # backends without a watchdog: none
+        )
         self.config = SessionConfig.from_settings(
             settings, service_endpointing=recognizer.endpointing == "service"
         )

@@ -14,6 +14,8 @@ This module is the part they share, written once:
   connection first resends only the unfinished turn's audio, then what queued meanwhile. Times
   stay session-relative and turn numbers keep increasing (:class:`~.dialect.Timeline`, the
   receiver's ``rebase``); the receiver never produces a final twice. Every buffer is bounded.
+- **Stalls.** A stream that owes an answer to speech (or to a force or close) and sends nothing
+  for the model's stall time is replaced as a dropped one is (:mod:`..watchdog`).
 - **Keep-alive.** While the client pauses, the stream is fed silence (Flux has no keep-alive
   message, and silence lets the model end the turn); Nova switches to ``KeepAlive`` messages
   after a few seconds. Injected silence is not session audio: :class:`Timeline` maps it out.
@@ -29,12 +31,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from ...audio import Int16Array
+import numpy as np
+
+from ...audio import Int16Array, rms_dbfs
 from ...config import DeepgramSettings
 from ...protocol import Code
 from ..base import RecognitionError, StreamEvent, StreamParams
 from ..streaming import CLOSE_WAIT_S, StreamingBackend, reconnecting, sagemaker_connector
 from ..transports.base import Connector, Duplex, TransportError
+from ..watchdog import StallWatch
 from .dialect import Dialect, Timeline
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ PAUSE_S = 0.5  # no client audio for this long (wall clock): the client has paus
 KEEPALIVE_EVERY_S = 4.0  # Deepgram closes a stream after about 10 s without audio or KeepAlive
 SILENCE_BEFORE_KEEPALIVE_S = 3.0  # silence lets the model end the turn; then KeepAlive suffices
 IDLE_KEEP_S = 3.0  # outside any turn, sent audio older than this need not be resent
+SPEECH_DB = -45.0  # a chunk this loud is speech the model owes an answer to (the watchdog)
 
 
 @dataclass(slots=True)
@@ -126,6 +132,7 @@ class DeepgramStream:
         self._closing = False
         self._connecting = False  # set once the first connection is being opened
         self.connections = 0  # streams opened so far (for tests and logs)
+        self._stall_s = backend.stall_s(self._dialect.stall_s)
         self._task = asyncio.create_task(self._run(), name=f"deepgram-{params.session_id}")
 
     # --- RecognizerStream -----------------------------------------------------------------------
@@ -250,8 +257,14 @@ class DeepgramStream:
         start = self._replay[0].pos if self._replay else self._sent_until
         timeline = Timeline(start)
         self._rx.rebase(timeline.to_session)
-        sender = asyncio.create_task(self._send(duplex, timeline))
-        reader = asyncio.create_task(self._read(duplex))
+        watch = StallWatch(
+            self._stall_s,
+            name=self._dialect.name,
+            session=self._session,
+            count=self._backend.stall_count,
+        )
+        sender = asyncio.create_task(self._send(duplex, timeline, watch))
+        reader = asyncio.create_task(self._read(duplex, watch))
         try:
             done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
             if sender in done and sender.exception() is None:
@@ -289,7 +302,7 @@ class DeepgramStream:
                     task.exception()  # retrieved: any failure was handled above
             await duplex.aclose()
 
-    async def _send(self, duplex: Duplex, timeline: Timeline) -> None:
+    async def _send(self, duplex: Duplex, timeline: Timeline, watch: StallWatch) -> None:
         # first what the last connection left unfinished
         if self._replay and self._replay_truncated:
             self._error(
@@ -300,16 +313,21 @@ class DeepgramStream:
             )
             self._replay_truncated = False
         force_at = self._force_at
+        played = time.monotonic()  # when the replayed audio would have played in real time
         for chunk in list(self._replay):
             if force_at is not None and chunk.pos >= force_at:
                 await duplex.send_text(self._dialect.force_end)  # where it was sent before
                 force_at = None
             timeline.audio(chunk.pos, len(chunk.data) // 2)
             await duplex.send_binary(chunk.data)
+            played += len(chunk.data) / 2 / RATE
+            _owe_if_speech(watch, chunk.data, played)
         if force_at is not None:
             await duplex.send_text(self._dialect.force_end)
+            self._owe_final(watch, played)
         if self._close_requested:
             await duplex.send_text(self._dialect.close_stream)
+            watch.owe(at=played)
             await duplex.close_input()
             return
         # the audio clock: when the audio sent so far has been played out in real time. The
@@ -354,15 +372,26 @@ class DeepgramStream:
                 self._sent_until = item.pos + n
                 due = max(due, time.monotonic()) + n / RATE
                 await duplex.send_binary(item.data)
+                _owe_if_speech(watch, item.data, due)
                 continue
             if item.kind == "force":
                 self._force_at = self._sent_until
             elif item.kind == "close":
                 self._close_requested = True
             await duplex.send_text(item.text)
+            if item.kind == "force":
+                self._owe_final(watch, due)
+            elif item.kind == "close":
+                watch.owe(at=max(due, time.monotonic()))  # the last final, or the stream's end
             if item.kind == "close":
                 await duplex.close_input()
                 return
+
+    def _owe_final(self, watch: StallWatch, played: float) -> None:
+        """A turn forced to its end owes its final once the audio before it has played (a force
+        outside a turn may go unanswered)."""
+        if self._rx.turn_open:
+            watch.owe(at=max(played, time.monotonic()))
 
     def _remember(self, chunk: _Audio) -> None:
         """Keep sent audio until the model has finalised it; bounded."""
@@ -386,8 +415,8 @@ class DeepgramStream:
         if not self._replay:
             self._replay_truncated = False
 
-    async def _read(self, duplex: Duplex) -> None:
-        while (message := await duplex.receive()) is not None:
+    async def _read(self, duplex: Duplex, watch: StallWatch) -> None:
+        while (message := await watch.receive(duplex)) is not None:
             for event in self._rx.feed(message):
                 if getattr(event, "is_final", False):
                     self._force_at = None
@@ -406,3 +435,10 @@ class DeepgramStream:
                 self._queued_audio -= 1
             elif item.kind == "close":
                 return
+
+
+def _owe_if_speech(watch: StallWatch, pcm: bytes, played: float) -> None:
+    """Speech sent: the model owes an answer from when it would have played out (``played``,
+    monotonic), since a model may pace itself on the audio; silence may go unanswered."""
+    if watch.stall_s is not None and rms_dbfs(np.frombuffer(pcm, "<i2")) > SPEECH_DB:
+        watch.owe(at=max(played, time.monotonic()))

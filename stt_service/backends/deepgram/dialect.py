@@ -46,6 +46,7 @@ class Dialect(Protocol):
     force_end: str  # end the current turn now (``finalize``)
     close_stream: str
     keep_alive: str | None  # a keep-alive message, or None: only silence keeps the stream open
+    stall_s: float  # the watchdog's default: how long an answer to speech may take at most
 
     def options(self, params: StreamParams) -> Options: ...
 

@@ -21,6 +21,7 @@ class FluxDialect:
     force_end = FORCE_END_TURN
     close_stream = CLOSE_STREAM
     keep_alive: str | None = None  # Flux has no KeepAlive message: silence keeps it open
+    stall_s = 3.0  # an Update about every 250 ms of a turn: 12 missed is a stalled stream
 
     def __init__(self, settings: FluxSettings) -> None:
         self.defaults = FluxOptions(

@@ -21,6 +21,7 @@ class NovaDialect:
     path = PATH
     force_end = FINALIZE
     close_stream = CLOSE_STREAM
+    stall_s = 4.0  # an interim result about every second of speech
     keep_alive: str | None = KEEP_ALIVE
 
     def __init__(self, settings: NovaSettings) -> None:

@@ -17,6 +17,7 @@ the same :mod:`stt_service.backends.retry` policy:
   start of its current segment); a final is never published twice;
 - validation, authentication, an unknown model or endpoint, ``ModelStreamError``: the session is
   told at once;
+- a server silent for :data:`STALL_S` while it owes a transcript: replaced (:mod:`..watchdog`);
 - an utterance longer than ``REALTIME_MAX_UTTERANCE_S`` is sent as several segments (vLLM's engine
   dies when one generation passes ``--max-model-len``) whose transcripts make one final.
 """
@@ -41,6 +42,7 @@ from ..base import EndpointHint, RecognitionError, RecognitionEvent, StreamEvent
 from ..retry import RetryPolicy
 from ..streaming import CONNECT_WAIT_S, reconnecting
 from ..transports.base import Connector, Duplex, TransportError
+from ..watchdog import StallCount, StallWatch
 from .protocol import Delta, Dialect, Done, Ready, ServerError
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ RATE = 16000
 APPEND_BYTES = 3200  # 100 ms of 16 kHz PCM16 per append (vLLM's sample sends 4 KB)
 DONE_WAIT_S = 30.0  # from the closing commit to the transcript
 MAX_PENDING_S = 60.0  # audio waiting for a slow or lost server, per session
+STALL_S = 4.0  # the watchdog's default: the longest silence between a closing commit and done
 
 
 @dataclass(slots=True)
@@ -71,9 +74,12 @@ class StreamSource(Protocol):
 
     policy: RetryPolicy
     max_segment_bytes: int  # bytes of 16 kHz PCM16 sent as one generation at most
+    stall_count: StallCount
 
     @property
     def connector(self) -> Connector: ...
+
+    def stall_s(self, model_default: float) -> float | None: ...
 
     def dialect(self) -> Dialect: ...
 
@@ -99,6 +105,7 @@ class RealtimeStream:
         self._last_final = -1  # the highest utterance a final was published for
         self._current: _Utterance | None = None  # the utterance open on the server
         self._result: asyncio.Future[str] | None = None  # the open segment's transcript
+        self._watch = StallWatch(None, name=self._dialect.name, session=self._session)
         self._task = asyncio.create_task(self._run(), name=f"realtime-{params.session_id}")
 
     # --- RecognizerStream -----------------------------------------------------------------------
@@ -233,6 +240,12 @@ class RealtimeStream:
     async def _connection(self, duplex: Duplex) -> TransportError | None:
         """Run one connection until the session has nothing left: None, else the failure."""
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watch = StallWatch(
+            self._backend.stall_s(STALL_S),
+            name=self._dialect.name,
+            session=self._session,
+            count=self._backend.stall_count,
+        )
         reader = asyncio.create_task(self._read(duplex, ready))
         try:
             with contextlib.suppress(TimeoutError):
@@ -320,7 +333,8 @@ class RealtimeStream:
                     await duplex.send_text(dialect.append(tail.tobytes()))
             for text in dialect.close_utterance():
                 await duplex.send_text(text)
-            text = await self._transcript(reader)
+            with self._backend.stall_count.awaiting(self._watch):  # the transcript is due
+                text = await self._transcript(reader)
             utt.texts.append(text)
             utt.seg_start += utt.sent
             utt.sent, utt.delta = 0, ""
@@ -374,7 +388,7 @@ class RealtimeStream:
         )
 
     async def _read(self, duplex: Duplex, ready: asyncio.Future[None]) -> None:
-        while (message := await duplex.receive()) is not None:
+        while (message := await self._watch.receive(duplex)) is not None:
             if isinstance(message, bytes):
                 message = message.decode("utf-8", "replace")
             for event in self._dialect.read(message):
