@@ -30,7 +30,7 @@ from stt_service.emulator.sagemaker import Fault, SageMakerEmulator
 SCRIPT = ["first turn", "second turn"]
 
 
-async def run(name: str, faults: list[Fault], **settings: object) -> None:
+async def run(name: str, faults: list[Fault], pace: float = 0.025, **settings: object) -> None:
     audio = joined([utterance("0880"), utterance("0930")], gap_s=1.5)
     samples = np.frombuffer(audio.pcm, dtype="<i2")
     async with SageMakerEmulator(
@@ -61,10 +61,10 @@ async def run(name: str, faults: list[Fault], **settings: object) -> None:
 
         reader = asyncio.create_task(pump())
         t0 = time.monotonic()
-        step = 1600  # 100 ms, at 4x real time
+        step = 1600  # 100 ms, at 4x real time (pace 0.1: at real time)
         for i in range(0, samples.size, step):
             stream.send_audio(samples[i : i + step], i, 0)
-            await asyncio.sleep(0.025)
+            await asyncio.sleep(pace)
         await stream.aclose()
         await reader
         elapsed = time.monotonic() - t0
@@ -95,10 +95,10 @@ async def main() -> None:
         [Fault(after_bytes=mid_second_turn, stream_error="InternalStreamFailure")],
     )
     await run("connection cut mid-turn", [Fault(after_bytes=mid_second_turn, stream_error="reset")])
-    await run(
-        "stream goes silent mid-turn (stall)",
-        [Fault(after_bytes=mid_second_turn, stream_error="stall")],
-    )
+    stall = [Fault(after_bytes=mid_second_turn, stream_error="stall")]
+    await run("stream goes silent mid-turn (stall)", stall)
+    await run("none, at real time", [], pace=0.1)
+    await run("stall, at real time", list(stall), pace=0.1)
     await run(
         "ModelStreamError mid-turn",
         [Fault(after_bytes=mid_second_turn, stream_error="ModelStreamError")],
