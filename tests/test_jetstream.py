@@ -453,7 +453,12 @@ async def test_results_the_server_never_read_go_out_again_after_it_restarts(
         assert st.sent == [lost, newer]
         await outbox.confirm([st])
         assert st.sent == []  # a round trip: the server has them
-        stored = await outbox.jsx.last_result(subject)
+        # it stores them in the results stream through its ingest queue, a moment later
+        for _ in range(50):
+            stored = await outbox.jsx.last_result(subject)
+            if stored == newer[1]:
+                break
+            await asyncio.sleep(0.05)
         assert stored == newer[1]
     finally:
         await nc.close()
