@@ -5,9 +5,9 @@ A stream can stay open, keep taking audio and stop answering (no ``TurnInfo``, n
 the transport announces it, so each stream says when its model *owes* an answer (:meth:`owe`):
 
 - Deepgram (Flux, Nova): audio with speech energy was sent (Flux answers with an ``Update`` about
-  every 250 ms of a turn, Nova with an interim result about every second), or ``ForceEndTurn`` /
-  ``Finalize`` / ``CloseStream``. Silence and ``KeepAlive`` owe nothing: neither emulator, and
-  not every model, answers silence.
+  every 250 ms of a turn, Nova with an interim result about every second), a ``ForceEndTurn`` /
+  ``Finalize`` of an open turn, or ``CloseStream``. Silence and ``KeepAlive`` owe nothing:
+  neither emulator, and not every model, answers silence.
 - Realtime servers: the closing commit of an utterance, until its transcript is done (each
   message in between, a delta, restarts the clock; a transcript queued behind others the same
   backend awaits gets :data:`QUEUED_S` more for each, so a busy server is not taken for a hung one
@@ -17,9 +17,8 @@ Speech sent ahead of real time is owed from when it would have played (a model m
 on the audio).
 
 Any message from the model pays what was owed more than :data:`CROSSING_S` before it (for a
-realtime transcript, it restarts the clock).
-When something has been owed for the watchdog's time with nothing heard,
-:meth:`StallWatch.receive` raises a retryable
+realtime transcript, it restarts the clock). When something has been owed for the watchdog's time
+with nothing heard, :meth:`StallWatch.receive` raises a retryable
 :class:`~.transports.base.TransportError` with ``cause="stall"``: the stream's own reconnect loop
 (:func:`~.streaming.reconnecting`) opens a new connection and replays the unfinished turn, as for
 a dropped one, and the receivers' never-twice rules keep each final single. Each stall is counted
