@@ -69,8 +69,10 @@ async def test_throttling_then_success_loses_nothing(service: Any) -> None:
     delivered(audio.pcm, received)  # what queued during the outage was sent, in order
 
 
-@pytest.mark.parametrize("fault", ["InternalStreamFailure", "reset"])
+@pytest.mark.parametrize("fault", ["InternalStreamFailure", "reset", "stall"])
 async def test_a_stream_lost_mid_turn_resends_only_that_turn(service: Any, fault: str) -> None:
+    """Lost: an in-stream exception, a cut connection, or a stream that stays open and goes
+    silent (replaced by the watchdog at its default, ``STT_STALL_TIMEOUT_S`` unset)."""
     audio = two_turns()
     # fail half a second into the second turn
     cut = int((FIRST_S + GAP_S + 0.5) * 16000) * 2
@@ -84,8 +86,8 @@ async def test_a_stream_lost_mid_turn_resends_only_that_turn(service: Any, fault
     ) as emu:
         res = await run_two_turns(service, emu, "dg-lost")
         first, second = emu.app.audio[:2]
-        streams = len(emu.app.streams)
-    assert streams == 2
+        streams, hung = len(emu.app.streams), emu.app.stalls
+    assert streams == 2 and hung == (fault == "stall")
     assert not res.errors
     assert [f["transcript"] for f in res.finals] == SCRIPT  # each turn once
     assert [f["turn_index"] for f in res.finals] == [0, 1]

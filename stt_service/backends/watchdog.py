@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .transports.base import Duplex, TransportError
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # a message this soon after a debt may have crossed it on the wire (the greeting of a stream the
 # session's whole audio was just sent to): it pays only what was owed before
 CROSSING_S = 0.1
-QUEUED_S = 0.5  # a server's queue: more time per answer already awaited on the same backend
+QUEUED_S = 1.0  # a server's queue: more time per answer already awaited on the same backend
 
 
 @dataclass(slots=True)
@@ -53,14 +53,17 @@ class StallCount:
 
     @contextlib.contextmanager
     def awaiting(self, watch: StallWatch) -> Iterator[None]:
-        """A transcript is owed, deltas or not, until the block ends; one queued behind the
-        others this backend awaits may wait :data:`QUEUED_S` more for each."""
-        watch.owe(at=time.monotonic() + QUEUED_S * self.waiting, until_settled=True)
+        """A transcript is owed, deltas or not, until the block ends; while others are awaited
+        on this backend it may take :data:`QUEUED_S` more for each (the server's queue, in
+        whatever order it serves it)."""
+        watch.owe(until_settled=True)
+        watch.grace = lambda: QUEUED_S * max(0, self.waiting - 1)
         self.waiting += 1
         try:
             yield
         finally:
             self.waiting -= 1
+            watch.grace = _no_grace
             watch.settle()
 
 
@@ -77,6 +80,7 @@ class StallWatch:
         count: StallCount | None = None,
     ) -> None:
         self.stall_s = stall_s or None
+        self.grace: Callable[[], float] = _no_grace  # seconds more the answer may take, now
         self.name = name
         self.session = session
         self.count = count
@@ -85,12 +89,13 @@ class StallWatch:
         self._last_owed = 0.0
 
     def owe(self, *, at: float | None = None, until_settled: bool = False) -> None:
-        """The model owes an answer from ``at`` (monotonic; default now; an earlier debt keeps its
-        start). A later ``at`` is a debt that cannot be due yet: audio sent ahead of real time is
-        owed from when it would have played, a transcript queued behind others' from when the
-        queue may have reached it. ``until_settled``: each message only restarts the clock,
-        until :meth:`settle` (a transcript in deltas)."""
-        at = time.monotonic() if at is None else at
+        """The model owes an answer from ``at`` (monotonic; never before now; an earlier debt
+        keeps its start). A later ``at`` is a debt that cannot be due yet: audio sent ahead of
+        real time is owed from when it would have played, a transcript queued behind others'
+        from when the queue may have reached it. ``until_settled``: each message only restarts
+        the clock, until :meth:`settle` (a transcript in deltas)."""
+        now = time.monotonic()
+        at = now if at is None else max(at, now)
         if self.owed_since is None:
             self.owed_since = at
         self._last_owed = max(self._last_owed, at)
@@ -118,7 +123,7 @@ class StallWatch:
         if self.stall_s is None or self.owed_since is None:
             return None
         late = (time.monotonic() if now is None else now) - self.owed_since
-        return late if late >= self.stall_s else None
+        return late if late >= self.stall_s + self.grace() else None
 
     async def receive(self, duplex: Duplex) -> str | bytes | None:
         """``duplex.receive()``, but a model that owes an answer for ``stall_s`` and sends nothing
@@ -134,7 +139,7 @@ class StallWatch:
                 if self.owed_since is None:
                     timeout = self.stall_s  # look again then: something may be owed by then
                 else:
-                    timeout = max(0.0, self.owed_since + self.stall_s - now)
+                    timeout = max(0.0, self.owed_since + self.stall_s + self.grace() - now)
                 done, _ = await asyncio.wait({task}, timeout=timeout)
                 if done:
                     break
@@ -162,3 +167,7 @@ class StallWatch:
             retryable=True,
             cause="stall",
         )
+
+
+def _no_grace() -> float:
+    return 0.0

@@ -382,8 +382,7 @@ class DeepgramStream:
             if item.kind == "force":
                 self._owe_final(watch, due)
             elif item.kind == "close":
-                watch.owe(at=max(due, time.monotonic()))  # the last final, or the stream's end
-            if item.kind == "close":
+                watch.owe(at=due)  # the last final, or the stream's end
                 await duplex.close_input()
                 return
 
@@ -391,7 +390,7 @@ class DeepgramStream:
         """A turn forced to its end owes its final once the audio before it has played (a force
         outside a turn may go unanswered)."""
         if self._rx.turn_open:
-            watch.owe(at=max(played, time.monotonic()))
+            watch.owe(at=played)
 
     def _remember(self, chunk: _Audio) -> None:
         """Keep sent audio until the model has finalised it; bounded."""
@@ -441,4 +440,4 @@ def _owe_if_speech(watch: StallWatch, pcm: bytes, played: float) -> None:
     """Speech sent: the model owes an answer from when it would have played out (``played``,
     monotonic), since a model may pace itself on the audio; silence may go unanswered."""
     if watch.stall_s is not None and rms_dbfs(np.frombuffer(pcm, "<i2")) > SPEECH_DB:
-        watch.owe(at=max(played, time.monotonic()))
+        watch.owe(at=played)
